@@ -1,0 +1,290 @@
+"""Shared machinery of keraseq's recurrent layers (simple RNN and LSTM).
+
+A recurrent layer here is a cell (the explicit math of one time step) driven over
+the time axis by `keras.layers.RNN`, which supplies the Keras semantics of
+`return_sequences`, `return_state`, `initial_state`, `go_backwards`, `stateful`,
+masking and the backend's symbolic loop (`lax.scan` on JAX, `tf.while_loop` on
+TensorFlow -- which tf2onnx turns into an ONNX `Loop` with a dynamic time axis --
+and a Python loop on PyTorch).
+
+Two things are added on top of `keras.layers.RNN`:
+
+* the input projection `x_t · kernel + bias` is hoisted out of the loop and
+  computed for every time step in one matmul (the loop then only does the
+  recurrent matmul and the gates); the math is unchanged.
+* dropout masks are drawn once per call, outside the loop, and reused at every
+  time step (Gal & Ghahramani 2016, https://arxiv.org/abs/1512.05287), as Keras
+  does; `training` decides whether they apply.
+"""
+
+import keras
+from keras import ops
+
+from keraseq.layers._validation import check_positive_int, check_rate
+
+# Constructor arguments shared by every cell and forwarded by its sequence layer.
+_SERIALIZED = {
+    "activation": keras.activations,
+    "kernel_initializer": keras.initializers,
+    "recurrent_initializer": keras.initializers,
+    "bias_initializer": keras.initializers,
+    "kernel_regularizer": keras.regularizers,
+    "recurrent_regularizer": keras.regularizers,
+    "bias_regularizer": keras.regularizers,
+    "kernel_constraint": keras.constraints,
+    "recurrent_constraint": keras.constraints,
+    "bias_constraint": keras.constraints,
+}
+_PLAIN = ("units", "use_bias", "dropout", "recurrent_dropout", "seed")
+
+
+def _lookup(module, argument, value):
+    """`module.get(value)` with a ValueError that names the argument."""
+    try:
+        return module.get(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"`{argument}` could not be interpreted. Received: "
+            f"{argument}={value!r} ({error})"
+        ) from None
+
+
+class RecurrentCell(keras.layers.Layer):
+    """Base class of keraseq's cells: one time step of an explicit recurrence.
+
+    Subclasses set `num_blocks` (how many `units`-wide blocks the kernel has: 1 for
+    a simple RNN, 4 for the LSTM gates) and implement `recurrence(z_t, states,
+    recurrent_mask)`, where `z_t = x_t · kernel + bias` has already been computed.
+    """
+
+    num_blocks = 1
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        **kwargs,
+    ):
+        check_positive_int("units", units)
+        check_rate("dropout", dropout)
+        check_rate("recurrent_dropout", recurrent_dropout)
+        if not isinstance(use_bias, bool):
+            raise ValueError(
+                f"`use_bias` must be a bool. Received: use_bias={use_bias!r}"
+            )
+        if seed is not None and not isinstance(seed, int):
+            raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
+        resolved = {}
+        arguments = locals()
+        for name, module in _SERIALIZED.items():
+            resolved[name] = _lookup(module, name, arguments[name])
+        super().__init__(**kwargs)
+        self.units = units
+        self.use_bias = use_bias
+        self.dropout = float(dropout)
+        self.recurrent_dropout = float(recurrent_dropout)
+        self.seed = seed
+        for name, value in resolved.items():
+            setattr(self, name, value)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.state_size = self.units
+        self.output_size = self.units
+        # Set by the sequence layer while it drives the loop: (recurrent_mask,)
+        # means "inputs are already projected, use this recurrent dropout mask".
+        object.__setattr__(self, "_in_loop", None)
+
+    # -- weights --------------------------------------------------------------
+    def _bias_initializer(self):
+        return self.bias_initializer
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(
+                "The last axis (features) of the input must be known. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        width = self.num_blocks * self.units
+        self.kernel = self.add_weight(
+            shape=(input_dim, width),
+            name="kernel",
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, width),
+            name="recurrent_kernel",
+            initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(width,),
+                name="bias",
+                initializer=self._bias_initializer(),
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        else:
+            self.bias = None
+
+    # -- math -------------------------------------------------------------------
+    def project(self, inputs):
+        """`inputs · kernel + bias` for a step `(batch_size, features)` or a whole
+        sequence `(batch_size, sequence_length, features)`."""
+        z = ops.matmul(inputs, self.kernel)
+        if self.use_bias:
+            z = z + self.bias
+        return z
+
+    def dropout_mask(self, like, rate):
+        """A scaled Bernoulli keep-mask shaped like `like` (inverted dropout)."""
+        return keras.random.dropout(ops.ones_like(like), rate=rate, seed=self.seed_generator)
+
+    def recurrence(self, z_t, states, recurrent_mask):
+        raise NotImplementedError
+
+    def call(self, inputs, states, training=False):
+        if self._in_loop is not None:
+            # Driven by a keraseq sequence layer: `inputs` is `x_t · kernel + bias`.
+            (recurrent_mask,) = self._in_loop
+            return self.recurrence(inputs, states, recurrent_mask)
+        recurrent_mask = None
+        if training and self.dropout > 0:
+            inputs = inputs * self.dropout_mask(inputs, self.dropout)
+        if training and self.recurrent_dropout > 0:
+            recurrent_mask = self.dropout_mask(states[0], self.recurrent_dropout)
+        return self.recurrence(self.project(inputs), states, recurrent_mask)
+
+    def get_initial_state(self, batch_size=None):
+        sizes = self.state_size if isinstance(self.state_size, list) else [self.state_size]
+        return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in sizes]
+
+    def get_config(self):
+        config = {name: getattr(self, name) for name in _PLAIN}
+        for name, module in _SERIALIZED.items():
+            config[name] = module.serialize(getattr(self, name))
+        return {**super().get_config(), **config}
+
+
+def _check_rank3(shape, argument="inputs"):
+    if len(shape) != 3:
+        raise ValueError(
+            f"`{argument}` must have rank 3 (batch_size, sequence_length, features). "
+            f"Received: {argument}.shape={tuple(shape)}"
+        )
+
+
+class RecurrentLayer(keras.layers.RNN):
+    """Base class of keraseq's sequence layers: `keras.layers.RNN` over a
+    `RecurrentCell`, with the input projection hoisted out of the time loop."""
+
+    cell_class = RecurrentCell
+    # Cell arguments specific to a subclass (added to the shared ones).
+    extra_cell_arguments = ()
+
+    def __init__(
+        self,
+        cell_kwargs,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        **kwargs,
+    ):
+        for name, value in (
+            ("return_sequences", return_sequences),
+            ("return_state", return_state),
+            ("go_backwards", go_backwards),
+            ("stateful", stateful),
+            ("unroll", unroll),
+        ):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+        cell = self.cell_class(
+            **cell_kwargs,
+            dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
+            name=f"{self.cell_class.__name__.lower()}",
+        )
+        super().__init__(
+            cell,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            **kwargs,
+        )
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        _check_rank3(sequences_shape)
+        super().build(sequences_shape, initial_state_shape)
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        _check_rank3(sequences.shape)
+        if mask is not None:
+            mask_shape = tuple(mask.shape)
+            expected = tuple(sequences.shape[:2])
+            if len(mask_shape) != 2 or any(
+                m is not None and e is not None and m != e
+                for m, e in zip(mask_shape, expected)
+            ):
+                raise ValueError(
+                    "`mask` must have shape (batch_size, sequence_length) = "
+                    f"{expected}. Received: mask.shape={mask_shape}"
+                )
+        return super().call(
+            sequences, initial_state=initial_state, mask=mask, training=training
+        )
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        cell = self.cell
+        if training and cell.dropout > 0:
+            # One mask per sequence, shared by every time step.
+            keep = cell.dropout_mask(sequences[:, 0, :], cell.dropout)
+            sequences = sequences * ops.expand_dims(keep, 1)
+        recurrent_mask = None
+        if training and cell.recurrent_dropout > 0:
+            recurrent_mask = cell.dropout_mask(initial_state[0], cell.recurrent_dropout)
+        projected = cell.project(sequences)  # (batch_size, sequence_length, blocks * units)
+        object.__setattr__(cell, "_in_loop", (recurrent_mask,))
+        try:
+            return super().inner_loop(projected, initial_state, mask, training=training)
+        finally:
+            object.__setattr__(cell, "_in_loop", None)
+
+    def get_config(self):
+        config = super().get_config()
+        cell_config = config.pop("cell")["config"]
+        for name in _PLAIN + tuple(_SERIALIZED) + tuple(self.extra_cell_arguments):
+            config[name] = cell_config[name]
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _forward(name):
+    return property(lambda self: getattr(self.cell, name), doc=f"The cell's `{name}`.")
+
+
+for _name in _PLAIN + tuple(_SERIALIZED) + ("kernel", "recurrent_kernel", "bias"):
+    setattr(RecurrentLayer, _name, _forward(_name))
