@@ -1,0 +1,354 @@
+"""The `keraseq` command line: train, generate, export.
+
+Exit codes: 0 success; 1 a check failed (ONNX parity); 2 bad input (one line on
+stderr, nothing written).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROG = "keraseq"
+DEFAULT_UNITS = {"lstm": 256, "rnn": 256, "transformer": 128}
+SAMPLE_LENGTH = 500
+
+
+class UsageError(ValueError):
+    """Bad input found by the command line itself."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line on stderr, exit code 2
+        raise UsageError(message)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def build_parser():
+    parser = _Parser(
+        prog=PROG,
+        description="Train, sample and export keraseq language models. "
+        "The backend is chosen by KERAS_BACKEND (tensorflow, jax or torch).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a next-token language model")
+    train.add_argument("--corpus", default="shakespeare",
+                       help="shakespeare, sherlock, irish or a path to a UTF-8 text file "
+                       "(default: shakespeare)")
+    train.add_argument("--level", choices=("char", "word"), default="char",
+                       help="token level (default: char)")
+    train.add_argument("--model", choices=("lstm", "rnn", "transformer"), default="lstm",
+                       help="architecture (default: lstm)")
+    train.add_argument("--epochs", type=_positive_int, default=6,
+                       help="passes over the training split (default: 6)")
+    train.add_argument("--batch-size", type=_positive_int, default=64,
+                       help="sequences per batch (default: 64)")
+    train.add_argument("--sequence-length", type=_positive_int, default=100,
+                       help="tokens per training sequence (default: 100)")
+    train.add_argument("--units", type=_positive_int, default=None,
+                       help="hidden width (default: 256 for lstm/rnn, 128 for transformer)")
+    train.add_argument("--layers", type=_positive_int, default=None,
+                       help="number of recurrent layers / transformer blocks "
+                       "(default: 1; 2 for transformer)")
+    train.add_argument("--learning-rate", type=_positive_float, default=2e-3,
+                       help="Adam learning rate (default: 0.002)")
+    train.add_argument("--max-tokens", type=_positive_int, default=None,
+                       help="use only the first N tokens of the corpus (quick runs)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--out", default=None,
+                       help="output directory (default: runs/<corpus>-<level>-<model>)")
+
+    generate = commands.add_parser("generate", help="sample text from a trained model")
+    generate.add_argument("dir", metavar="DIR", help="directory written by `keraseq train`")
+    generate.add_argument("--prompt", required=True, help="text to continue")
+    generate.add_argument("--length", type=_non_negative_int, default=500,
+                          help="tokens to sample (default: 500)")
+    generate.add_argument("--temperature", type=_positive_float, default=0.8,
+                          help="softmax temperature (default: 0.8)")
+    generate.add_argument("--top-k", type=_positive_int, default=None,
+                          help="sample among the K most likely tokens (default: all)")
+    generate.add_argument("--seed", type=int, default=0,
+                          help="random seed; the same seed gives the same text (default: 0)")
+
+    export = commands.add_parser("export", help="export to ONNX and check parity")
+    export.add_argument("dir", metavar="DIR", help="directory written by `keraseq train`")
+    export.add_argument("--out", metavar="FILE.onnx", default=None,
+                        help="ONNX file to write (default: DIR/model.onnx)")
+    export.add_argument("--opset", type=_positive_int, default=17,
+                        help="ONNX opset (default: 17)")
+    return parser
+
+
+# -- helpers -------------------------------------------------------------------
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _run_directory(path):
+    """A directory written by `keraseq train`, checked before anything loads."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise UsageError(f"DIR {str(path)!r} is not a directory")
+    for name in ("model.keras", "vocabulary.json", "config.json"):
+        if not (directory / name).is_file():
+            raise UsageError(
+                f"DIR {str(path)!r} has no {name}: not a directory written by `keraseq train`"
+            )
+    return directory
+
+
+def _load_run(directory):
+    import keras
+
+    import keraseq  # noqa: F401  (registers the layers for deserialization)
+    from keraseq.text import Vocabulary
+
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    vocabulary = Vocabulary.load(directory / "vocabulary.json")
+    try:
+        model = keras.saving.load_model(directory / "model.keras")
+    except Exception as error:  # a damaged or foreign file
+        raise UsageError(
+            f"{str(directory / 'model.keras')!r} is not a loadable .keras model "
+            f"({type(error).__name__})"
+        ) from None
+    return model, vocabulary, config
+
+
+def _write_json(path, data):
+    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _publish(staging, out):
+    """Move every file of `staging` into `out` (each an atomic rename)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for item in staging.iterdir():
+        os.replace(item, out / item.name)
+
+
+def _corpus_label(corpus):
+    from keraseq.text import CORPORA
+
+    return corpus if corpus in CORPORA else Path(corpus).stem or "corpus"
+
+
+def _prompt_for(text, level):
+    """The corpus's first line: a prompt every token of which is in the vocabulary."""
+    first_line = text.lstrip().split("\n", 1)[0][:80]
+    return (first_line + "\n") if level == "char" else first_line
+
+
+# -- commands ------------------------------------------------------------------
+def cmd_train(args):
+    import keras
+
+    from keraseq.generation import generate
+    from keraseq.models import compile_language_model, language_model, nats_to_bits
+    from keraseq.text import LanguageModelDataset, Vocabulary, load_corpus, split
+
+    text = load_corpus(args.corpus)
+    keras.utils.set_random_seed(args.seed)
+    vocabulary = Vocabulary.from_text(text, level=args.level)
+    ids = vocabulary.encode(text)[: args.max_tokens]
+    train_ids, validation_ids = split(ids, validation_fraction=0.1)
+    train_data = LanguageModelDataset(
+        train_ids, args.sequence_length, args.batch_size, shuffle=True, seed=args.seed
+    )
+    validation_data = LanguageModelDataset(
+        validation_ids, args.sequence_length, args.batch_size, shuffle=False
+    )
+    units = args.units or DEFAULT_UNITS[args.model]
+    layers = args.layers or (2 if args.model == "transformer" else 1)
+    model = language_model(
+        args.model,
+        vocabulary.size,
+        units=units,
+        num_layers=layers,
+        sequence_length=args.sequence_length,
+    )
+    compile_language_model(model, learning_rate=args.learning_rate)
+    out = Path(args.out or f"runs/{_corpus_label(args.corpus)}-{args.level}-{args.model}")
+    unit = "char" if args.level == "char" else "word"
+    print(
+        f"keraseq train: {args.model} ({model.count_params():,} parameters) on "
+        f"{args.corpus} ({len(ids):,} {unit}s, vocabulary {vocabulary.size}), "
+        f"backend {keras.backend.backend()}",
+        flush=True,
+    )
+
+    started = time.time()
+    history = model.fit(
+        train_data, validation_data=validation_data, epochs=args.epochs, verbose=1
+    )
+    train_seconds = time.time() - started
+    evaluation = model.evaluate(validation_data, verbose=0, return_dict=True)
+    nats = float(evaluation["loss"])
+    sample = generate(
+        model,
+        vocabulary,
+        _prompt_for(text, args.level),
+        length=SAMPLE_LENGTH,
+        temperature=0.8,
+        seed=args.seed,
+        context_length=args.sequence_length,
+    )
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save(staging / "model.keras")
+        vocabulary.save(staging / "vocabulary.json")
+        _write_json(
+            staging / "history.json",
+            {key: [float(v) for v in values] for key, values in history.history.items()},
+        )
+        (staging / "sample.txt").write_text(sample, encoding="utf-8")
+        _write_json(
+            staging / "config.json",
+            {
+                "corpus": args.corpus,
+                "level": args.level,
+                "model": args.model,
+                "units": units,
+                "layers": layers,
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "sequence_length": args.sequence_length,
+                "learning_rate": args.learning_rate,
+                "max_tokens": args.max_tokens,
+                "seed": args.seed,
+                "backend": keras.backend.backend(),
+                "keras_version": keras.__version__,
+                "validation_loss_nats": nats,
+                "validation_loss_bits": nats_to_bits(nats),
+                "train_seconds": round(train_seconds, 1),
+            },
+        )
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    print(f"\nsample ({SAMPLE_LENGTH} {unit}s, temperature 0.8):\n{sample}\n")
+    print(
+        f"validation loss: {nats:.4f} nats/{unit}, {nats_to_bits(nats):.4f} bits/{unit} "
+        f"(trained {train_seconds:.0f} s)"
+    )
+    print(f"wrote {out}/model.keras, vocabulary.json, history.json, sample.txt, config.json")
+    return 0
+
+
+def cmd_generate(args):
+    from keraseq.generation import generate
+
+    directory = _run_directory(args.dir)
+    model, vocabulary, config = _load_run(directory)
+    unknown = vocabulary.unknown(args.prompt)
+    if unknown:
+        raise UsageError(
+            f"--prompt has characters outside the vocabulary: "
+            f"{', '.join(repr(t) for t in unknown)}"
+        )
+    text = generate(
+        model,
+        vocabulary,
+        args.prompt,
+        length=args.length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        context_length=int(config.get("sequence_length", 128)),
+    )
+    print(text)
+    return 0
+
+
+def cmd_export(args):
+    directory = _run_directory(args.dir)
+    out = Path(args.out) if args.out else directory / "model.onnx"
+    if out.suffix != ".onnx":
+        raise UsageError(f"--out must end in .onnx, got {str(out)!r}")
+
+    from keraseq.export import check_parity, export_onnx
+    from keraseq.text import Vocabulary, load_corpus, split, windows
+
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    length = int(config["sequence_length"])
+    result = export_onnx(directory / "model.keras", out, opset=args.opset)
+    print(f"wrote {result.path} (opset {result.opset}, model trained under {config.get('backend', '?')}, "
+          f"model, {result.seconds:.1f} s)")
+
+    vocabulary = Vocabulary.load(directory / "vocabulary.json")
+    text = load_corpus(config["corpus"])
+    ids = vocabulary.encode(text)
+    if config.get("max_tokens"):
+        ids = ids[: int(config["max_tokens"])]
+    _, validation_ids = split(ids, validation_fraction=0.1)
+    x, _ = windows(validation_ids, length)
+    held_out = [x[start : start + 8] for start in range(0, min(len(x), 16), 8) if len(x[start:start + 8])]
+    report = check_parity(
+        directory / "model.keras", out, inputs=held_out, training_length=length
+    )
+    print(report.table())
+    print(f"parity report: {report.report_path}")
+    if not report.passed:
+        print(f"{PROG}: parity failed: {report.failure}", file=sys.stderr)
+        return 1
+    print(f"parity passed: max |onnx - keras| = {report.max_abs:.2e} (tolerance {report.atol:g}), "
+          "next-token agreement 100%")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export}
+
+
+def main(argv=None):
+    _quiet_tensorflow()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return COMMANDS[args.command](args)
+    except ValueError as error:  # bad input: one line, exit code 2
+        message = " ".join(str(error).split())
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Model builders: next-token language models from keraseq's layers."""
+
+import math
+
+import keras
+
+from keraseq.layers import (
+    LSTM,
+    SimpleRNN,
+    TokenAndPositionEmbedding,
+    TransformerBlock,
+)
+from keraseq.layers._validation import check_positive_int, check_rate
+
+ARCHITECTURES = ("lstm", "rnn", "transformer")
+
+
+def language_model(
+    architecture,
+    vocabulary_size,
+    units=256,
+    embedding_dim=64,
+    num_layers=1,
+    num_heads=4,
+    sequence_length=None,
+    dropout=0.0,
+    name=None,
+):
+    """A next-token language model: token ids in, logits over the vocabulary out.
+
+    Architectures:
+
+    * `"lstm"`: `Embedding(vocabulary_size, embedding_dim)` → `num_layers` ×
+      `keraseq.LSTM(units, return_sequences=True)` → `Dense(vocabulary_size)`.
+    * `"rnn"`: `Embedding` → `num_layers` × `keraseq.SimpleRNN(units)`; the last
+      one carries the output projection `ŷ_t = h_t · W_hy + b_y` with
+      `output_units=vocabulary_size`, which gives the logits directly (Elman's
+      formulation).
+    * `"transformer"`: `keraseq.TokenAndPositionEmbedding(vocabulary_size,
+      sequence_length, units, positional="sine")` → `num_layers` ×
+      `keraseq.TransformerBlock(num_heads, 4 * units)` (causal, pre-norm) →
+      `LayerNormalization` → `Dense(vocabulary_size)`; sinusoidal positions, so
+      any length runs (GPT-style decoder; Radford et al. 2019).
+
+    Args:
+        architecture: `"lstm"`, `"rnn"` or `"transformer"`.
+        vocabulary_size: positive int, number of token ids (ids are in
+            `[0, vocabulary_size)`).
+        units: positive int, default 256: hidden width (the model width for the
+            transformer; it must be divisible by `num_heads`).
+        embedding_dim: positive int, default 64: token embedding width for the
+            recurrent models.
+        num_layers: positive int, default 1.
+        num_heads: positive int, default 4 (transformer only).
+        sequence_length: training length, default None (documentation for the
+            transformer's positions; the recurrent models take any length).
+        dropout: float in [0, 1), default 0.
+        name: optional model name.
+
+    Returns:
+        A `keras.Model` mapping int32 `tokens (batch_size, sequence_length)` to
+        float logits `(batch_size, sequence_length, vocabulary_size)`. Position `t`
+        predicts token `t + 1` and depends only on tokens `≤ t`.
+
+    Raises:
+        ValueError: an unknown architecture or a non-positive size.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"`architecture` must be one of {ARCHITECTURES}. "
+            f"Received: architecture={architecture!r}"
+        )
+    for argument, value in (
+        ("vocabulary_size", vocabulary_size),
+        ("units", units),
+        ("embedding_dim", embedding_dim),
+        ("num_layers", num_layers),
+        ("num_heads", num_heads),
+    ):
+        check_positive_int(argument, value)
+    check_positive_int("sequence_length", sequence_length, allow_none=True)
+    check_rate("dropout", dropout)
+
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    if architecture == "transformer":
+        if units % num_heads:
+            raise ValueError(
+                "`units` must be divisible by `num_heads`. "
+                f"Received: units={units}, num_heads={num_heads}"
+            )
+        x = TokenAndPositionEmbedding(
+            vocabulary_size,
+            sequence_length,
+            units,
+            positional="sine",
+            name="embedding",
+        )(tokens)
+        for index in range(num_layers):
+            x = TransformerBlock(
+                num_heads, 4 * units, dropout=dropout, name=f"block_{index}"
+            )(x)
+        x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+        logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
+    else:
+        x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")(tokens)
+        if architecture == "lstm":
+            for index in range(num_layers):
+                x = LSTM(units, return_sequences=True, dropout=dropout, name=f"lstm_{index}")(x)
+            logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
+        else:
+            for index in range(num_layers):
+                last = index == num_layers - 1
+                x = SimpleRNN(
+                    units,
+                    return_sequences=True,
+                    dropout=dropout,
+                    output_units=vocabulary_size if last else None,
+                    name=f"rnn_{index}",
+                )(x)
+            logits = x
+    return keras.Model(tokens, logits, name=name or f"{architecture}_language_model")
+
+
+def compile_language_model(model, learning_rate=2e-3, global_clipnorm=1.0):
+    """Compile for next-token training: Adam with gradient clipping by global norm,
+    sparse categorical cross-entropy over every time step (from logits).
+
+    The loss is the mean over all `batch_size × sequence_length` predicted tokens
+    (the per-step losses summed, divided by their count), in nats per token;
+    `nats_to_bits` converts it.
+    """
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            learning_rate=learning_rate, global_clipnorm=global_clipnorm
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def nats_to_bits(nats):
+    """Convert a loss in nats to bits (divide by ln 2)."""
+    return nats / math.log(2.0)

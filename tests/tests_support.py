@@ -1,0 +1,3 @@
+"""Small helpers shared by the test files."""
+
+BACKENDS = ("tensorflow", "jax", "torch")
