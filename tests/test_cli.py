@@ -1,0 +1,132 @@
+"""End to end through the command line: train -> generate -> export -> parity, and
+bad input (exit code 2, one line on stderr, nothing written).
+
+Under the JAX and torch runs of the suite the export goes through the TensorFlow
+subprocess path, so these tests also cover "trained under JAX/torch, exported
+through TF".
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keraseq.cli import main
+
+QUICK = ["--epochs", "1", "--max-tokens", "12000", "--batch-size", "8",
+         "--sequence-length", "24", "--units", "16"]
+
+
+def _train(tmp_path, architecture, capsys):
+    out = tmp_path / architecture
+    assert main(["train", "--model", architecture, *QUICK, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    return out, printed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["lstm", "rnn", "transformer"])
+def test_train_generate_export(tmp_path, architecture, capsys):
+    out, printed = _train(tmp_path, architecture, capsys)
+    for name in ("model.keras", "vocabulary.json", "history.json", "sample.txt", "config.json"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    assert config["backend"] == keras.backend.backend()
+    # The printed loss is the evaluated validation loss, in nats and bits.
+    nats = config["validation_loss_nats"]
+    assert np.isclose(config["validation_loss_bits"], nats / np.log(2))
+    assert f"{nats:.4f} nats/char" in printed
+    assert np.isclose(history["val_loss"][-1], nats, rtol=1e-3)
+    # One epoch on 11k characters must beat the uniform model (ln 66 ≈ 4.19 nats).
+    assert nats < np.log(66)
+    assert not list(tmp_path.glob(".*")), "staging directory left behind"
+
+    # The same seed gives the same text; another seed another text.
+    args = ["generate", str(out), "--prompt", "ROMEO:", "--length", "40"]
+    assert main([*args, "--seed", "5"]) == 0
+    first = capsys.readouterr().out
+    assert main([*args, "--seed", "5"]) == 0
+    assert capsys.readouterr().out == first
+    assert main([*args, "--seed", "6", "--top-k", "3"]) == 0
+    assert first.startswith("ROMEO:") and len(first.rstrip("\n")) == len("ROMEO:") + 40
+
+    assert main(["export", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "parity passed" in printed
+    report = json.loads((out / "model.parity.json").read_text())
+    assert report["passed"] is True
+    assert report["max_abs"] <= 1e-5
+    lengths = {case["length"] for case in report["cases"]}
+    assert {1, 24, 72} <= lengths
+    labels = " ".join(case["case"] for case in report["cases"])
+    assert "held-out" in labels
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "lstm"
+    assert main(["train", *QUICK, "--out", str(out)]) == 0
+    return out
+
+
+def _fails(argv, capsys, must_mention):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("keraseq: error:")
+    for text in must_mention:
+        assert text in lines[0], lines[0]
+
+
+def test_bad_training_arguments(tmp_path, capsys):
+    out = tmp_path / "never"
+    _fails(["train", "--units", "0", "--out", str(out)], capsys, ["--units", "'0'"])
+    _fails(["train", "--epochs", "-2", "--out", str(out)], capsys, ["--epochs", "'-2'"])
+    _fails(["train", "--model", "gru", "--out", str(out)], capsys, ["--model", "gru"])
+    missing = tmp_path / "nope.txt"
+    _fails(["train", "--corpus", str(missing), "--out", str(out)], capsys, [str(missing)])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    _fails(["train", "--corpus", str(empty), "--out", str(out)], capsys, [str(empty)])
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    _fails(["train", "--corpus", str(binary), "--out", str(out)], capsys, [str(binary)])
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob.txt", "empty.txt"]
+
+
+def test_bad_generate_and_export_arguments(trained_run, tmp_path, capsys):
+    before = sorted(p.name for p in trained_run.iterdir())
+    _fails(["generate", str(trained_run), "--prompt", "héllo~"], capsys, ["'é'", "'~'"])
+    _fails(["generate", str(trained_run), "--prompt", "a", "--temperature", "0"], capsys,
+           ["--temperature"])
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    _fails(["export", str(empty_dir)], capsys, [str(empty_dir), "model.keras"])
+    _fails(["generate", str(tmp_path / "absent"), "--prompt", "a"], capsys, ["absent"])
+    # A model.keras that is not one.
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for name in ("vocabulary.json", "config.json"):
+        (fake / name).write_bytes((trained_run / name).read_bytes())
+    (fake / "model.keras").write_text("this is not a zip archive")
+    _fails(["export", str(fake)], capsys, ["model.keras"])
+    assert not (fake / "model.onnx").exists()
+    _fails(["generate", str(fake), "--prompt", "a"], capsys, ["model.keras"])
+    assert sorted(p.name for p in trained_run.iterdir()) == before
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run(
+        [sys.executable, "-m", "keraseq", "train", "--units", "-1"],
+        capture_output=True, text=True, env={**os.environ}, timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("keraseq: error: argument --units")
