@@ -1,0 +1,316 @@
+"""Pre-norm causal transformer decoder block."""
+
+import math
+
+import keras
+from keras import ops
+
+from keraseq.layers.attention import MultiHeadAttention
+
+
+def _is_positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+@keras.saving.register_keras_serializable(package="keraseq")
+class TransformerBlock(keras.layers.Layer):
+    """Pre-norm causal transformer block (self-attention and feedforward).
+
+    Each sub-block normalises its input, transforms it and adds the result
+    back to the residual stream (pre-norm, as in GPT-2):
+
+    ```
+    h = LayerNorm_1(x)
+    x = x + Dropout(MultiHeadAttention(h, h, causal, padding mask))
+    y = x + Dropout(W_out · activation(W_in · LayerNorm_2(x) + b_in) + b_out)
+    ```
+
+    The attention is `keraseq.layers.MultiHeadAttention` with `num_heads`
+    heads of size `key_dim` (value heads of the same size, output size
+    `hidden_dim`) and dropout `dropout` on its attention weights; the
+    feedforward network has `intermediate_dim` hidden units.
+
+    Masking: the padding mask (`padding_mask`, or else the Keras mask of
+    `inputs`, for example from `Embedding(mask_zero=True)`) is `True` at
+    real tokens. It masks both the keys (columns) and the queries (rows) of
+    the attention, together with the causal mask. A padded query position
+    thus sees no key: its attention weights are 0 and its attention output
+    is the output bias of the attention, never NaN. Real tokens always see
+    at least themselves. The Keras mask of `inputs` passes to the output.
+
+    Args:
+        num_heads: int. Number of attention heads.
+        intermediate_dim: int. Hidden size of the feedforward network.
+        key_dim: int or `None`. Size of each attention head. Defaults to
+            `None`, meaning `hidden_dim // num_heads`, which must then be a
+            whole number of at least 1.
+        dropout: float in `[0, 1)`. Dropout rate of the attention weights
+            and of both residual branches. Defaults to `0.0`.
+        activation: activation of the feedforward hidden layer (name or
+            callable). Defaults to `"gelu"` (the exact, erf-based GELU).
+        layer_norm_epsilon: float > 0. Epsilon of both layer normalizations.
+            Defaults to `1e-5`.
+        kernel_initializer: initializer of the attention and feedforward
+            kernels. Defaults to `"glorot_uniform"`.
+        use_causal_mask: bool. Whether position `i` may only attend to
+            positions `j <= i`. Defaults to `True`.
+        **kwargs: base `Layer` arguments such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: tensor of shape `(batch_size, sequence_length, hidden_dim)`.
+        padding_mask: optional boolean tensor of shape
+            `(batch_size, sequence_length)`, `True` at real tokens. Defaults
+            to the Keras mask of `inputs`.
+        training: bool. Whether dropout is active. Defaults to `None`
+            (inference unless set by the Keras training loop).
+        mask: the Keras mask of `inputs`, filled in by Keras; used when
+            `padding_mask` is `None`.
+
+    Returns:
+        Tensor of shape `(batch_size, sequence_length, hidden_dim)` in the
+        compute dtype.
+
+    Raises:
+        ValueError: for a bad constructor argument, for inputs that are not
+            rank 3 or whose last dimension is unknown, and when `key_dim` is
+            `None` and `hidden_dim` is not a multiple of `num_heads`.
+
+    Example:
+
+    ```python
+    inputs = keras.Input((None, 16))
+    outputs = keraseq.layers.TransformerBlock(num_heads=2,
+                                              intermediate_dim=32)(inputs)
+    model = keras.Model(inputs, outputs)
+    y = model(keras.random.normal((4, 10, 16)))  # (4, 10, 16)
+    ```
+
+    Reference:
+        - [Vaswani et al., 2017. Attention Is All You Need](
+          https://arxiv.org/abs/1706.03762)
+        - [Xiong et al., 2020. On Layer Normalization in the Transformer
+          Architecture](https://arxiv.org/abs/2002.04745) (pre-norm)
+        - Radford et al., 2019. Language Models are Unsupervised Multitask
+          Learners (GPT-2).
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        intermediate_dim,
+        key_dim=None,
+        dropout=0.0,
+        activation="gelu",
+        layer_norm_epsilon=1e-5,
+        kernel_initializer="glorot_uniform",
+        use_causal_mask=True,
+        **kwargs,
+    ):
+        if not _is_positive_int(num_heads):
+            raise ValueError(
+                "`num_heads` must be a positive integer. "
+                f"Received: num_heads={num_heads!r}"
+            )
+        if not _is_positive_int(intermediate_dim):
+            raise ValueError(
+                "`intermediate_dim` must be a positive integer. "
+                f"Received: intermediate_dim={intermediate_dim!r}"
+            )
+        if key_dim is not None and not _is_positive_int(key_dim):
+            raise ValueError(
+                "`key_dim` must be a positive integer or None. "
+                f"Received: key_dim={key_dim!r}"
+            )
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not 0.0 <= dropout < 1.0
+        ):
+            raise ValueError(
+                "`dropout` must be a float in [0, 1). "
+                f"Received: dropout={dropout!r}"
+            )
+        try:
+            activation_fn = keras.activations.get(activation)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                "`activation` could not be interpreted. "
+                f"Received: activation={activation!r}"
+            ) from e
+        if activation_fn is None:
+            raise ValueError(
+                "`activation` could not be interpreted. "
+                f"Received: activation={activation!r}"
+            )
+        if (
+            isinstance(layer_norm_epsilon, bool)
+            or not isinstance(layer_norm_epsilon, (int, float))
+            or not layer_norm_epsilon > 0
+        ):
+            raise ValueError(
+                "`layer_norm_epsilon` must be a positive float. "
+                f"Received: layer_norm_epsilon={layer_norm_epsilon!r}"
+            )
+        try:
+            kernel_initializer_obj = keras.initializers.get(kernel_initializer)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                "`kernel_initializer` could not be interpreted. "
+                f"Received: kernel_initializer={kernel_initializer!r}"
+            ) from e
+        if not isinstance(use_causal_mask, bool):
+            raise ValueError(
+                "`use_causal_mask` must be a bool. "
+                f"Received: use_causal_mask={use_causal_mask!r}"
+            )
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.key_dim = key_dim
+        self.dropout = float(dropout)
+        self.activation = activation_fn
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.kernel_initializer = kernel_initializer_obj
+        self.use_causal_mask = use_causal_mask
+        self.supports_masking = True
+
+    def _clone_initializer(self):
+        initializer = self.kernel_initializer
+        return initializer.__class__.from_config(initializer.get_config())
+
+    def _check_input_shape(self, input_shape):
+        if input_shape is None or len(input_shape) != 3:
+            raise ValueError(
+                "`inputs` must be a rank-3 tensor of shape (batch_size, "
+                "sequence_length, hidden_dim). "
+                f"Received: inputs.shape={input_shape}"
+            )
+        if input_shape[-1] is None:
+            raise ValueError(
+                "The last dimension (hidden_dim) of `inputs` must be known. "
+                f"Received: inputs.shape={tuple(input_shape)}"
+            )
+
+    def build(self, input_shape):
+        self._check_input_shape(input_shape)
+        hidden_dim = input_shape[-1]
+        key_dim = self.key_dim
+        if key_dim is None:
+            if hidden_dim % self.num_heads != 0:
+                raise ValueError(
+                    "With `key_dim=None` the hidden size must be a multiple "
+                    "of `num_heads` (key_dim = hidden_dim // num_heads). "
+                    f"Received: key_dim=None, num_heads={self.num_heads}, "
+                    f"hidden_dim={hidden_dim}"
+                )
+            key_dim = hidden_dim // self.num_heads
+        self._key_dim = key_dim
+        self._self_attention_layer_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name="self_attention_layer_norm",
+        )
+        self._self_attention_layer_norm.build(input_shape)
+        self._self_attention = MultiHeadAttention(
+            num_heads=self.num_heads,
+            key_dim=key_dim,
+            dropout=self.dropout,
+            kernel_initializer=self._clone_initializer(),
+            dtype=self.dtype_policy,
+            name="self_attention",
+        )
+        self._self_attention.build(input_shape, input_shape)
+        self._self_attention_dropout = keras.layers.Dropout(
+            rate=self.dropout,
+            dtype=self.dtype_policy,
+            name="self_attention_dropout",
+        )
+        self._feedforward_layer_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name="feedforward_layer_norm",
+        )
+        self._feedforward_layer_norm.build(input_shape)
+        # The activation is applied in `call` (see `_activate`).
+        self._feedforward_intermediate_dense = keras.layers.Dense(
+            self.intermediate_dim,
+            kernel_initializer=self._clone_initializer(),
+            dtype=self.dtype_policy,
+            name="feedforward_intermediate_dense",
+        )
+        self._feedforward_intermediate_dense.build(input_shape)
+        self._feedforward_output_dense = keras.layers.Dense(
+            hidden_dim,
+            kernel_initializer=self._clone_initializer(),
+            dtype=self.dtype_policy,
+            name="feedforward_output_dense",
+        )
+        self._feedforward_output_dense.build(
+            tuple(input_shape[:-1]) + (self.intermediate_dim,)
+        )
+        self._feedforward_dropout = keras.layers.Dropout(
+            rate=self.dropout,
+            dtype=self.dtype_policy,
+            name="feedforward_dropout",
+        )
+
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
+        self._check_input_shape(inputs.shape)
+        if padding_mask is None:
+            padding_mask = mask
+        if padding_mask is not None:
+            padding_mask = ops.cast(padding_mask, "bool")
+
+        x = inputs  # (batch_size, sequence_length, hidden_dim)
+        h = self._self_attention_layer_norm(x)
+        # The masks are passed explicitly (both may be None) so that the
+        # result never depends on a Keras mask riding on `h`.
+        attended = self._self_attention(
+            h,
+            h,
+            query_mask=padding_mask,
+            value_mask=padding_mask,
+            use_causal_mask=self.use_causal_mask,
+            training=training,
+        )
+        attended = self._self_attention_dropout(attended, training=training)
+        x = ops.add(x, attended)
+
+        h = self._feedforward_layer_norm(x)
+        h = self._feedforward_intermediate_dense(h)  # (B, T, intermediate)
+        h = self._activate(h)
+        h = self._feedforward_output_dense(h)  # (B, T, hidden_dim)
+        h = self._feedforward_dropout(h, training=training)
+        return ops.add(x, h)
+
+    def _activate(self, h):
+        if self.activation is keras.activations.gelu:
+            # Exact GELU written with `erf`: on TensorFlow Keras's gelu
+            # lowers to `Erfc`, which tf2onnx cannot convert.
+            scale = ops.cast(1.0 / math.sqrt(2.0), h.dtype)
+            erf = ops.erf(ops.multiply(h, scale))
+            return ops.multiply(ops.multiply(h, 0.5), ops.add(erf, 1.0))
+        return self.activation(h)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return previous_mask
+
+    def compute_output_shape(self, input_shape):
+        self._check_input_shape(input_shape)
+        return tuple(input_shape)
+
+    def get_config(self):
+        base_config = super().get_config()
+        config = {
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "key_dim": self.key_dim,
+            "dropout": self.dropout,
+            "activation": keras.activations.serialize(self.activation),
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+            "use_causal_mask": self.use_causal_mask,
+        }
+        return {**base_config, **config}
