@@ -233,7 +233,11 @@ def cmd_train(args):
 
     started = time.time()
     history = model.fit(
-        train_data, validation_data=validation_data, epochs=args.epochs, verbose=1
+        train_data,
+        validation_data=validation_data,
+        epochs=args.epochs,
+        shuffle=False,  # the dataset shuffles its windows itself, from --seed
+        verbose=1,
     )
     train_seconds = time.time() - started
     evaluation = model.evaluate(validation_data, verbose=0, return_dict=True)

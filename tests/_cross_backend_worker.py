@@ -50,7 +50,7 @@ def zoo():
     models["transformer_block"] = (functional(x, y), floats)
     t = keras.Input((None,), dtype="int32")
     y = keraseq.TokenAndPositionEmbedding(20, 16, 6, mask_zero=True)(t)
-    y = y + keraseq.SinePositionEncoding()(y)
+    y = keras.layers.Add()([y, keraseq.SinePositionEncoding()(y)])  # Add keeps the mask
     models["embeddings"] = (functional(t, y), tokens)
     for architecture in ("rnn", "lstm", "transformer"):
         model = language_model(architecture, 20, units=8, embedding_dim=4, num_heads=2)
