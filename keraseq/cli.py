@@ -114,31 +114,6 @@ def build_parser():
 
 
 # -- helpers -------------------------------------------------------------------
-def _import_keras_quietly():
-    """Import Keras (and its backend) with native stderr muted.
-
-    TensorFlow's C++ start-up lines (`I0000 ... cudart_stub.cc`, oneDNN notes)
-    ignore TF_CPP_MIN_LOG_LEVEL in TF 2.21; muting file descriptor 2 for the
-    import keeps the command line's own messages readable. Python errors raised
-    by the import are re-raised after stderr is restored.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("KERASEQ_VERBOSE"):
-        import keras  # noqa: F401
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401
-
-            import keraseq.layers  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _run_directory(path):
     """A directory written by `keraseq train`, checked before anything loads."""
     directory = Path(path)
@@ -364,7 +339,6 @@ def main(argv=None):
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        _import_keras_quietly()
         return COMMANDS[args.command](args)
     except ValueError as error:  # bad input: one line, exit code 2
         message = " ".join(str(error).split())
