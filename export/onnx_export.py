@@ -181,6 +181,26 @@ def export_onnx(
     )
 
 
+def _refuse_stateful(model):
+    """tf2onnx drops the state update of a stateful recurrent layer silently
+    (GUIDE §1: the second chunk differs by ~0.19), so refuse such models."""
+    pending = list(getattr(model, "layers", []))
+    while pending:
+        layer = pending.pop()
+        if getattr(layer, "stateful", False):
+            raise ValueError(
+                f"`model_or_path` has a stateful layer ({layer.name!r}, "
+                f"{type(layer).__name__}(stateful=True)); its state would not carry "
+                "between ONNX calls. Rebuild it with stateful=False and copy the "
+                "weights before exporting."
+            )
+        pending.extend(getattr(layer, "layers", []))
+        pending.extend(
+            sub for sub in (getattr(layer, "forward_layer", None),
+                            getattr(layer, "backward_layer", None)) if sub is not None
+        )
+
+
 # -- naming ------------------------------------------------------------------
 
 
@@ -249,6 +269,7 @@ def build_onnx_model(model, opset, input_names=None, output_names=None,
     import tensorflow as tf
     import tf2onnx
 
+    _refuse_stateful(model)
     inputs = _io.model_inputs(model)
     if input_names is None:
         input_names = default_input_names(inputs)

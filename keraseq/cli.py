@@ -307,7 +307,10 @@ def cmd_export(args):
 
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     length = int(config["sequence_length"])
-    result = export_onnx(directory / "model.keras", out, opset=args.opset)
+    result = export_onnx(
+        directory / "model.keras", out, opset=args.opset,
+        source_backend=config.get("backend"),
+    )
     print(f"wrote {result.path} (opset {result.opset}, model trained under {config.get('backend', '?')}, "
           f"{result.seconds:.1f} s)")
 

@@ -568,3 +568,14 @@ def test_parity_rejects_graph_with_other_inputs(lm_export, saved_float_export):
     model = keras.Model(two_inputs, keras.layers.Add()(two_inputs))
     with pytest.raises(ValueError, match=r"`onnx_path` has 1 input\(s\) but the model has 2"):
         check_parity(model, float_result.path)
+
+
+def test_stateful_model_is_refused(tmp_path):
+    import keraseq
+
+    x = keras.Input(batch_shape=(2, None, 4))
+    model = keras.Model(x, keraseq.LSTM(3, stateful=True)(x))
+    target = tmp_path / "stateful.onnx"
+    with pytest.raises(ValueError, match="stateful"):
+        export_onnx(model, target)
+    assert not target.exists()
