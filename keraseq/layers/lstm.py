@@ -144,21 +144,27 @@ GATE_NAMES = ("input", "forget", "candidate", "output", "cell", "hidden")
 
 
 class _GateProbe(keras.layers.Layer):
-    """A view of an `LSTMCell` whose per-step output is every gate, concatenated."""
+    """A view of an `LSTMCell` whose per-step output is every gate, concatenated.
+
+    The output is also carried as the first state: Keras's masked loop on JAX
+    repeats `states[0]` at a masked step, so the output must be `states[0]`.
+    """
 
     def __init__(self, cell, **kwargs):
         super().__init__(dtype=cell.dtype_policy, **kwargs)
         self.cell = cell
-        self.state_size = cell.state_size
         self.output_size = len(GATE_NAMES) * cell.units
+        self.state_size = [self.output_size, cell.units, cell.units]
 
     def build(self, input_shape):
         self.built = True
 
     def call(self, inputs, states):
-        values = self.cell.gates(self.cell.project(inputs), states)
-        _, _, _, _, c, h = values
-        return ops.concatenate(values, axis=-1), [h, c]
+        _, h_tm1, c_tm1 = states
+        values = self.cell.gates(self.cell.project(inputs), [h_tm1, c_tm1])
+        *_, c, h = values
+        everything = ops.concatenate(values, axis=-1)
+        return everything, [everything, h, c]
 
 
 @keras.saving.register_keras_serializable(package="keraseq")
@@ -296,6 +302,13 @@ class LSTM(RecurrentLayer):
             )
         if initial_state is None and self.stateful and self.states is not None:
             initial_state = [ops.convert_to_tensor(s) for s in self.states]
+        if initial_state is None:
+            initial_state = self.get_initial_state(ops.shape(sequences)[0])
+        initial_state = [ops.convert_to_tensor(s, dtype=self.compute_dtype) for s in initial_state]
+        no_output_yet = ops.zeros(
+            (ops.shape(sequences)[0], len(GATE_NAMES) * self.units), dtype=self.compute_dtype
+        )
+        initial_state = [no_output_yet, *initial_state]
         probe = keras.layers.RNN(
             _GateProbe(self.cell),
             return_sequences=True,

@@ -55,6 +55,12 @@ class RecurrentCell(keras.layers.Layer):
     Subclasses set `num_blocks` (how many `units`-wide blocks the kernel has: 1 for
     a simple RNN, 4 for the LSTM gates) and implement `recurrence(z_t, states,
     recurrent_mask)`, where `z_t = x_t · kernel + bias` has already been computed.
+
+    Dropout: keraseq's sequence layers draw one mask per sequence and reuse it at
+    every step. A cell driven directly by `keras.layers.RNN(cell)` draws its masks
+    at each call of the cell, i.e. per step on TensorFlow and PyTorch (Keras's
+    per-sequence mask cache is private API); it still applies dropout only when
+    `training` is true.
     """
 
     num_blocks = 1

@@ -97,14 +97,19 @@ class SimpleRNNCell(RecurrentCell):
                 constraint=self.bias_constraint,
             )
 
+    def output_projection(self, h):
+        """`ŷ = h · output_kernel + output_bias` for `h` of any rank ≥ 2."""
+        return ops.matmul(h, self.output_kernel) + self.output_bias
+
     def recurrence(self, z_t, states, recurrent_mask):
         h_tm1 = states[0]
         if recurrent_mask is not None:
             h_tm1 = h_tm1 * recurrent_mask
         h = self.activation(z_t + ops.matmul(h_tm1, self.recurrent_kernel))
-        if self.output_units is None:
+        if self.output_units is None or self._in_loop is not None:
+            # Inside a SimpleRNN the projection is applied once, after the loop.
             return h, [h]
-        return ops.matmul(h, self.output_kernel) + self.output_bias, [h]
+        return self.output_projection(h), [h]
 
     def get_config(self):
         return {**super().get_config(), "output_units": self.output_units}
@@ -212,3 +217,30 @@ class SimpleRNN(RecurrentLayer):
     @property
     def output_units(self):
         return self.cell.output_units
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        # The loop carries and emits `h_t`; the output projection runs once on all
+        # steps afterwards. (Keras's masked scan on JAX repeats `states[0]`, i.e.
+        # `h`, at a masked step, so the projection cannot live inside the loop.)
+        last_output, outputs, states = super().inner_loop(
+            sequences, initial_state, mask, training=training
+        )
+        if self.output_units is None:
+            return last_output, outputs, states
+        last_output = self.cell.output_projection(last_output)
+        if self.return_sequences:  # otherwise RNN.call only reads last_output
+            outputs = self.cell.output_projection(outputs)
+        if mask is not None:
+            # Before the first unmasked step Keras emits zeros, not ŷ(h = 0).
+            mask = ops.cast(mask, "int32")
+            if self.go_backwards:
+                mask = ops.flip(mask, axis=1)
+            started = ops.cumsum(mask, axis=1) > 0  # (batch_size, sequence_length)
+            last_output = ops.where(
+                started[:, -1:], last_output, ops.zeros_like(last_output)
+            )
+            if self.return_sequences:
+                outputs = ops.where(
+                    ops.expand_dims(started, -1), outputs, ops.zeros_like(outputs)
+                )
+        return last_output, outputs, states
