@@ -372,6 +372,8 @@ def _max_sequence_length(model):
         for layer in _walk_layers(model)
         if "Embedding" in type(layer).__name__
         and _is_positive_int(getattr(layer, "sequence_length", None))
+        # TokenAndPositionEmbedding(positional="sine") has no table: any length.
+        and getattr(layer, "positional", "learned") == "learned"
     ]
     return min(found) if found else None
 
