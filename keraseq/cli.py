@@ -73,8 +73,8 @@ def build_parser():
                        help="token level (default: char)")
     train.add_argument("--model", choices=("lstm", "rnn", "transformer"), default="lstm",
                        help="architecture (default: lstm)")
-    train.add_argument("--epochs", type=_positive_int, default=6,
-                       help="passes over the training split (default: 6)")
+    train.add_argument("--epochs", type=_positive_int, default=12,
+                       help="passes over the training split (default: 12)")
     train.add_argument("--batch-size", type=_positive_int, default=64,
                        help="sequences per batch (default: 64)")
     train.add_argument("--sequence-length", type=_positive_int, default=100,
