@@ -32,7 +32,11 @@ def _import_keras_quietly():
     try:
         with open(_os.devnull, "w") as devnull:
             _os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401
+            import keras
+
+            # The first op initialises the backend's devices; TensorFlow reports
+            # a missing CUDA driver (`E0000 ... cuInit`) there, so do it now.
+            keras.ops.zeros(())
     finally:
         _os.dup2(saved, 2)
         _os.close(saved)
