@@ -20,13 +20,21 @@ internally (TensorFlow must be installed, whatever the Keras backend).
 
 import collections
 import json
-import numbers
 import os
 import re
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from keraseq.layers._validation import (
+    check_bool,
+    check_choice,
+    check_non_negative_int,
+    check_positive_int,
+    is_int,
+    is_number,
+)
 
 __all__ = [
     "CORPORA",
@@ -61,21 +69,6 @@ _WORD_PATTERN = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s]|\n")
 _PUNCTUATION = re.compile(r"[^\w\s]")
 _OPENING = frozenset("([{\u201c\u2018\u00bf\u00a1")
 _JOINERS = frozenset("-")
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_level(level):
-    if level not in LEVELS:
-        raise ValueError(f'`level` must be "char" or "word". Received: level={level!r}')
-
-
-def _check_positive_int(value, name):
-    if not _is_int(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return int(value)
 
 
 def _as_ids(ids, name="ids"):
@@ -204,7 +197,7 @@ def tokenize(text, level):
     # ["Don't", 'stop', '!', '\\n', 'Go', '.']
     ```
     """
-    _check_level(level)
+    check_choice("level", level, LEVELS)
     if not isinstance(text, str):
         raise ValueError(f"`text` must be a string. Received: text of type {type(text).__name__}")
     if level == "char":
@@ -239,7 +232,7 @@ def detokenize(tokens, level):
     # "Don't stop!\\nGo."
     ```
     """
-    _check_level(level)
+    check_choice("level", level, LEVELS)
     tokens = list(tokens)
     if level == "char":
         return "".join(tokens)
@@ -306,7 +299,7 @@ class Vocabulary:
     """
 
     def __init__(self, tokens, level="char"):
-        _check_level(level)
+        check_choice("level", level, LEVELS)
         if isinstance(tokens, str):
             raise ValueError(
                 "`tokens` must be a sequence of strings, not a single string. "
@@ -365,9 +358,9 @@ class Vocabulary:
             ValueError: if `text` is empty or not a string, `level` is
                 invalid, or `max_tokens` is not a positive integer or `None`.
         """
-        _check_level(level)
+        check_choice("level", level, LEVELS)
         if max_tokens is not None:
-            max_tokens = _check_positive_int(max_tokens, "max_tokens")
+            max_tokens = check_positive_int("max_tokens", max_tokens)
         elif level == "word":
             max_tokens = DEFAULT_MAX_WORD_TOKENS
         tokens = tokenize(text, level)
@@ -563,11 +556,7 @@ def split(ids, validation_fraction=0.1):
             not 1-D integer, or if either part would hold fewer than 2 ids.
     """
     array = _as_ids(ids)
-    if (
-        not isinstance(validation_fraction, numbers.Real)
-        or isinstance(validation_fraction, bool)
-        or not 0.0 < validation_fraction < 1.0
-    ):
+    if not is_number(validation_fraction) or not 0.0 < validation_fraction < 1.0:
         raise ValueError(
             "`validation_fraction` must be a number in (0, 1). "
             f"Received: validation_fraction={validation_fraction!r}"
@@ -607,9 +596,9 @@ def windows(ids, sequence_length, batch_size=None):
             integer, or `ids` is too short for one window (or one batch).
     """
     array = _as_ids(ids)
-    sequence_length = _check_positive_int(sequence_length, "sequence_length")
+    sequence_length = check_positive_int("sequence_length", sequence_length)
     if batch_size is not None:
-        batch_size = _check_positive_int(batch_size, "batch_size")
+        batch_size = check_positive_int("batch_size", batch_size)
     num_windows = max(len(array) - 1, 0) // sequence_length
     if batch_size is not None:
         num_windows -= num_windows % batch_size
@@ -680,12 +669,10 @@ class LanguageModelDataset(keras.utils.PyDataset):
 
     def __init__(self, ids, sequence_length, batch_size, shuffle=True, seed=0, **kwargs):
         array = _as_ids(ids)
-        sequence_length = _check_positive_int(sequence_length, "sequence_length")
-        batch_size = _check_positive_int(batch_size, "batch_size")
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise ValueError(f"`shuffle` must be a bool. Received: shuffle={shuffle!r}")
-        if not _is_int(seed) or seed < 0:
-            raise ValueError(f"`seed` must be a non-negative integer. Received: seed={seed!r}")
+        sequence_length = check_positive_int("sequence_length", sequence_length)
+        batch_size = check_positive_int("batch_size", batch_size)
+        shuffle = check_bool("shuffle", shuffle)
+        seed = check_non_negative_int("seed", seed)
         if shuffle:
             num_windows = max(len(array) - sequence_length, 0) // sequence_length
         else:
@@ -695,15 +682,15 @@ class LanguageModelDataset(keras.utils.PyDataset):
             needed = (batch_size + (1 if shuffle else 0)) * sequence_length + (0 if shuffle else 1)
             raise ValueError(
                 f"{len(array)} ids cannot fill one batch of batch_size={batch_size} "
-                f"windows of sequence_length={sequence_length} (shuffle={bool(shuffle)} "
+                f"windows of sequence_length={sequence_length} (shuffle={shuffle} "
                 f"needs at least {needed} ids). Lower `sequence_length` or `batch_size`."
             )
         super().__init__(**kwargs)
         self.ids = array.astype(np.int32)
         self.sequence_length = sequence_length
         self.batch_size = batch_size
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.seed = seed
         self._num_batches = num_batches
         self._epoch = 0
         self._columns = np.arange(sequence_length)  # (L,)
@@ -742,7 +729,7 @@ class LanguageModelDataset(keras.utils.PyDataset):
         return self._num_batches
 
     def __getitem__(self, index):
-        if not _is_int(index):
+        if not is_int(index):
             raise TypeError(f"Batch index must be an integer. Received: {index!r}")
         if index < 0:
             index += self._num_batches
@@ -754,9 +741,7 @@ class LanguageModelDataset(keras.utils.PyDataset):
 
     def set_epoch(self, epoch):
         """Jump to epoch `epoch` (e.g. to resume training); replans the windows."""
-        if not _is_int(epoch) or epoch < 0:
-            raise ValueError(f"`epoch` must be a non-negative integer. Received: epoch={epoch!r}")
-        self._epoch = int(epoch)
+        self._epoch = check_non_negative_int("epoch", epoch)
         self._plan_epoch()
 
     def on_epoch_end(self):

@@ -465,3 +465,10 @@ def test_token_and_position_fit_step(rng):
     assert not np.allclose(after[used], before[used])
     np.testing.assert_array_equal(after[6:], before[6:])  # unused rows get no gradient
     np.testing.assert_array_equal(after[0], before[0])
+
+
+def test_bad_initializers_name_the_argument():
+    with pytest.raises(ValueError, match="`initializer` could not be interpreted.*'nope'"):
+        PositionEmbedding(4, initializer="nope")
+    with pytest.raises(ValueError, match="`embeddings_initializer` could not be.*'bad'"):
+        TokenAndPositionEmbedding(5, 4, 3, embeddings_initializer="bad")

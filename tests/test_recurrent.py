@@ -508,6 +508,8 @@ BAD_ARGUMENTS = [
     ({"units": 4, "dropout": -0.1}, "dropout=-0.1"),
     ({"units": 4, "recurrent_dropout": 1.5}, "recurrent_dropout=1.5"),
     ({"units": 4, "activation": "nope"}, "activation='nope'"),
+    ({"units": 4, "seed": True}, "seed=True"),
+    ({"units": 4, "seed": "7"}, "seed='7'"),
 ]
 LAYER_ONLY = [({"units": 4, "return_sequences": "yes"}, "return_sequences='yes'")]
 SIMPLE_ONLY = [({"units": 4, "output_units": 0}, "output_units=0")]

@@ -6,25 +6,25 @@ import string
 import keras
 from keras import ops
 
+from keraseq.layers._validation import (
+    check_bool,
+    check_last_axis_known,
+    check_lookup,
+    check_positive_int,
+    check_rank,
+    check_rate,
+    is_int,
+)
+
 # Added to the logits of blocked positions before the softmax (the value the
 # Keras `Softmax` layer uses for float32), so that a partly masked row gives
 # exactly zero weight to its blocked keys.
 _MASK_LOGIT = -1e9
 
 
-def _is_positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 def _check_rank3(name, shape):
-    if shape is None or len(shape) != 3:
-        length = "target_length" if name == "query" else "source_length"
-        raise ValueError(
-            f"`{name}` must be a rank-3 tensor of shape "
-            f"(batch_size, {length}, {name}_dim). "
-            f"Received: {name}.shape="
-            f"{None if shape is None else tuple(shape)}"
-        )
+    length = "target_length" if name == "query" else "source_length"
+    check_rank(name, shape, 3, f"(batch_size, {length}, {name}_dim)")
 
 
 def _check_mask_shape(name, mask_shape, target_shape):
@@ -258,58 +258,29 @@ class MultiHeadAttention(keras.layers.Layer):
         use_fused=True,
         **kwargs,
     ):
-        if not _is_positive_int(num_heads):
-            raise ValueError(
-                "`num_heads` must be a positive integer. "
-                f"Received: num_heads={num_heads!r}"
-            )
-        if not _is_positive_int(key_dim):
-            raise ValueError(
-                "`key_dim` must be a positive integer. "
-                f"Received: key_dim={key_dim!r}"
-            )
-        if value_dim is not None and not _is_positive_int(value_dim):
-            raise ValueError(
-                "`value_dim` must be a positive integer or None. "
-                f"Received: value_dim={value_dim!r}"
-            )
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, (int, float))
-            or not 0.0 <= dropout < 1.0
-        ):
-            raise ValueError(
-                "`dropout` must be a float in [0, 1). "
-                f"Received: dropout={dropout!r}"
-            )
-        if not isinstance(use_bias, bool):
-            raise ValueError(
-                f"`use_bias` must be a bool. Received: use_bias={use_bias!r}"
-            )
+        num_heads = check_positive_int("num_heads", num_heads)
+        key_dim = check_positive_int("key_dim", key_dim)
+        value_dim = check_positive_int("value_dim", value_dim, allow_none=True)
+        dropout = check_rate("dropout", dropout)
+        use_bias = check_bool("use_bias", use_bias)
         if output_shape is not None:
-            dims = (
-                (output_shape,)
-                if not isinstance(output_shape, (list, tuple))
-                else tuple(output_shape)
-            )
-            if not dims or not all(_is_positive_int(d) for d in dims):
+            is_sequence = isinstance(output_shape, (list, tuple))
+            dims = tuple(output_shape) if is_sequence else (output_shape,)
+            if not dims or not all(is_int(d) and d > 0 for d in dims):
                 raise ValueError(
                     "`output_shape` must be None, a positive integer or a "
                     "tuple of positive integers. "
                     f"Received: output_shape={output_shape!r}"
                 )
-            output_shape = dims[0] if isinstance(output_shape, int) else dims
+            dims = tuple(int(d) for d in dims)
+            output_shape = dims if is_sequence else dims[0]
         if seed is not None and (
             isinstance(seed, bool) or not isinstance(seed, int)
         ):
             raise ValueError(
                 f"`seed` must be an integer or None. Received: seed={seed!r}"
             )
-        if not isinstance(use_fused, bool):
-            raise ValueError(
-                "`use_fused` must be a bool. "
-                f"Received: use_fused={use_fused!r}"
-            )
+        use_fused = check_bool("use_fused", use_fused)
         resolved = {}
         for arg_name, value, getter in (
             ("kernel_initializer", kernel_initializer, keras.initializers.get),
@@ -324,18 +295,12 @@ class MultiHeadAttention(keras.layers.Layer):
                 keras.regularizers.get,
             ),
         ):
-            try:
-                resolved[arg_name] = getter(value)
-            except (ValueError, TypeError) as e:
-                raise ValueError(
-                    f"`{arg_name}` could not be interpreted. "
-                    f"Received: {arg_name}={value!r}"
-                ) from e
+            resolved[arg_name] = check_lookup(arg_name, value, getter)
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.value_dim = value_dim
-        self.dropout = float(dropout)
+        self.dropout = dropout
         self.use_bias = use_bias
         self.output_shape = output_shape
         self.kernel_initializer = resolved["kernel_initializer"]
@@ -398,11 +363,7 @@ class MultiHeadAttention(keras.layers.Layer):
             ("value", value_shape),
             ("key", key_shape),
         ):
-            if shape[-1] is None:
-                raise ValueError(
-                    f"The last dimension of `{name}` must be known. "
-                    f"Received: {name}.shape={tuple(shape)}"
-                )
+            check_last_axis_known(name, shape, f"{name}_dim")
         heads = self.num_heads
         # Creation order fixes the weight order: query, key, value, output.
         self._query_dense = self._projection(

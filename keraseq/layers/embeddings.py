@@ -11,11 +11,21 @@ Three layers:
 
 import functools
 import math
-import numbers
 
 import keras
 import numpy as np
 from keras import ops
+
+from keraseq.layers._validation import (
+    check_bool,
+    check_choice,
+    check_lookup,
+    check_last_axis_known,
+    check_positive_int,
+    check_rank,
+    is_int,
+    is_number,
+)
 
 # Integer positions are split as `p = high * _SPLIT + low` with both parts
 # below `_SPLIT = 2**12`, and each frequency is split into chunks of
@@ -27,22 +37,13 @@ _CHUNK_BITS = 12
 _NUM_CHUNKS = 4
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_rank(input_shape, rank, layer, what):
-    """Raise a `ValueError` naming `inputs` when `input_shape` has the wrong rank."""
-    input_shape = tuple(input_shape)
-    if len(input_shape) != rank:
-        raise ValueError(
-            f"`inputs` of `{layer}` must have rank {rank}, {what}. "
-            f"Received: inputs.shape={input_shape}"
-        )
+def _check_sequence_shape(input_shape):
+    """`input_shape` as a tuple `(batch_size, sequence_length, hidden_dim)` with a
+    known `hidden_dim`, or a `ValueError` naming `inputs`."""
+    input_shape = check_rank(
+        "inputs", input_shape, 3, "(batch_size, sequence_length, hidden_dim)"
+    )
+    check_last_axis_known("inputs", input_shape, "hidden_dim")
     return input_shape
 
 
@@ -168,7 +169,7 @@ class SinePositionEncoding(keras.layers.Layer):
     """
 
     def __init__(self, max_wavelength=10000, **kwargs):
-        if not _is_number(max_wavelength) or not max_wavelength > 0 or not math.isfinite(
+        if not is_number(max_wavelength) or not max_wavelength > 0 or not math.isfinite(
             max_wavelength
         ):
             raise ValueError(
@@ -180,15 +181,7 @@ class SinePositionEncoding(keras.layers.Layer):
         self.supports_masking = True
 
     def _check_input_shape(self, input_shape):
-        input_shape = _check_rank(
-            input_shape, 3, type(self).__name__, "(batch_size, sequence_length, hidden_dim)"
-        )
-        if input_shape[-1] is None:
-            raise ValueError(
-                f"The last axis (hidden_dim) of the `inputs` of `{type(self).__name__}` "
-                f"must be known. Received: inputs.shape={input_shape}"
-            )
-        return input_shape
+        return _check_sequence_shape(input_shape)
 
     def build(self, input_shape):
         self._check_input_shape(input_shape)
@@ -198,7 +191,7 @@ class SinePositionEncoding(keras.layers.Layer):
         input_shape = self._check_input_shape(inputs.shape)
         hidden_dim = int(input_shape[-1])
         length = input_shape[-2]
-        if length is not None and _is_int(start_index):
+        if length is not None and is_int(start_index):
             # Static length and start: an exact float64 table, a constant.
             table = _sine_table(int(start_index), int(length), hidden_dim, self.max_wavelength)
             encoding = ops.convert_to_tensor(table, dtype=self.compute_dtype)  # (T, d)
@@ -308,32 +301,21 @@ class PositionEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, sequence_length, initializer="glorot_uniform", **kwargs):
-        if not _is_int(sequence_length) or sequence_length <= 0:
-            raise ValueError(
-                "`sequence_length` must be a positive integer. "
-                f"Received: sequence_length={sequence_length!r}"
-            )
-        initializer_obj = keras.initializers.get(initializer)
+        sequence_length = check_positive_int("sequence_length", sequence_length)
+        initializer_obj = check_lookup("initializer", initializer, keras.initializers.get)
         super().__init__(**kwargs)
-        self.sequence_length = int(sequence_length)
+        self.sequence_length = sequence_length
         self.initializer = initializer_obj
         self.supports_masking = True
 
     def _check_input_shape(self, input_shape, start_index=0):
-        input_shape = _check_rank(
-            input_shape, 3, type(self).__name__, "(batch_size, sequence_length, hidden_dim)"
-        )
-        if input_shape[-1] is None:
-            raise ValueError(
-                f"The last axis (hidden_dim) of the `inputs` of `{type(self).__name__}` "
-                f"must be known. Received: inputs.shape={input_shape}"
-            )
-        if _is_int(start_index) and start_index < 0:
+        input_shape = _check_sequence_shape(input_shape)
+        if is_int(start_index) and start_index < 0:
             raise ValueError(
                 f"`start_index` must be non-negative. Received: start_index={start_index}"
             )
         length = input_shape[-2]
-        offset = int(start_index) if _is_int(start_index) else 0
+        offset = int(start_index) if is_int(start_index) else 0
         if length is not None and offset + length > self.sequence_length:
             where = f" starting at start_index={offset}" if offset else ""
             raise ValueError(
@@ -367,7 +349,7 @@ class PositionEmbedding(keras.layers.Layer):
         shape = ops.shape(inputs)
         table = ops.cast(self.embeddings, self.compute_dtype)  # (S, d)
         length = input_shape[-2]
-        if _is_int(start_index) and length is not None:
+        if is_int(start_index) and length is not None:
             rows = table[int(start_index) : int(start_index) + length]  # (T, d)
         else:
             rows = ops.slice(table, (start_index, 0), (shape[-2], hidden_dim))  # (T, d)
@@ -464,18 +446,10 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         embeddings_initializer="uniform",
         **kwargs,
     ):
-        if not _is_int(vocabulary_size) or vocabulary_size <= 0:
-            raise ValueError(
-                "`vocabulary_size` must be a positive integer. "
-                f"Received: vocabulary_size={vocabulary_size!r}"
-            )
-        if positional not in ("learned", "sine"):
-            raise ValueError(
-                '`positional` must be "learned" or "sine". '
-                f"Received: positional={positional!r}"
-            )
+        vocabulary_size = check_positive_int("vocabulary_size", vocabulary_size)
+        check_choice("positional", positional, ("learned", "sine"))
         if not (
-            (_is_int(sequence_length) and sequence_length > 0)
+            (is_int(sequence_length) and sequence_length > 0)
             or (sequence_length is None and positional == "sine")
         ):
             allowed = (
@@ -487,27 +461,22 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 f"`sequence_length` must be {allowed}. "
                 f"Received: sequence_length={sequence_length!r}"
             )
-        if not _is_int(embedding_dim) or embedding_dim <= 0:
-            raise ValueError(
-                "`embedding_dim` must be a positive integer. "
-                f"Received: embedding_dim={embedding_dim!r}"
-            )
-        if not isinstance(mask_zero, (bool, np.bool_)):
-            raise ValueError(
-                f"`mask_zero` must be a bool. Received: mask_zero={mask_zero!r}"
-            )
-        initializer_obj = keras.initializers.get(embeddings_initializer)
+        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        mask_zero = check_bool("mask_zero", mask_zero)
+        initializer_obj = check_lookup(
+            "embeddings_initializer", embeddings_initializer, keras.initializers.get
+        )
         super().__init__(**kwargs)
-        self.vocabulary_size = int(vocabulary_size)
+        self.vocabulary_size = vocabulary_size
         self.sequence_length = None if sequence_length is None else int(sequence_length)
-        self.embedding_dim = int(embedding_dim)
-        self.mask_zero = bool(mask_zero)
+        self.embedding_dim = embedding_dim
+        self.mask_zero = mask_zero
         self.positional = positional
         self.embeddings_initializer = initializer_obj
         self.supports_masking = self.mask_zero
 
     def _check_input_shape(self, input_shape):
-        return _check_rank(input_shape, 2, type(self).__name__, "(batch_size, sequence_length)")
+        return check_rank("inputs", input_shape, 2, "(batch_size, sequence_length)")
 
     def _fresh_initializer(self):
         # A separate initializer object per table, so seeded initializers are

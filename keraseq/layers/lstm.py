@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from keraseq.layers.recurrent import RecurrentCell, RecurrentLayer, _lookup
+from keraseq.layers._validation import check_bool, check_lookup
+from keraseq.layers.recurrent import RecurrentCell, RecurrentLayer, _check_rank3
 
 _MATH = """
     Math, with `z = x_t · kernel + h_{t-1} · recurrent_kernel + bias` split into
@@ -76,12 +77,10 @@ class LSTMCell(RecurrentCell):
         unit_forget_bias=True,
         **kwargs,
     ):
-        resolved = _lookup(keras.activations, "recurrent_activation", recurrent_activation)
-        if not isinstance(unit_forget_bias, bool):
-            raise ValueError(
-                "`unit_forget_bias` must be a bool. "
-                f"Received: unit_forget_bias={unit_forget_bias!r}"
-            )
+        resolved = check_lookup(
+            "recurrent_activation", recurrent_activation, keras.activations.get
+        )
+        unit_forget_bias = check_bool("unit_forget_bias", unit_forget_bias)
         super().__init__(units, **kwargs)
         self.recurrent_activation = resolved
         self.unit_forget_bias = unit_forget_bias
@@ -295,11 +294,7 @@ class LSTM(RecurrentLayer):
         sequences = ops.convert_to_tensor(sequences, dtype=self.compute_dtype)
         if not self.built:
             self.build(sequences.shape)
-        if len(sequences.shape) != 3:
-            raise ValueError(
-                "`sequences` must have rank 3 (batch_size, sequence_length, features)."
-                f" Received: sequences.shape={tuple(sequences.shape)}"
-            )
+        _check_rank3(sequences.shape, "sequences")
         if initial_state is None and self.stateful and self.states is not None:
             initial_state = [ops.convert_to_tensor(s) for s in self.states]
         if initial_state is None:

@@ -20,7 +20,15 @@ Two things are added on top of `keras.layers.RNN`:
 import keras
 from keras import ops
 
-from keraseq.layers._validation import check_positive_int, check_rate
+from keraseq.layers._validation import (
+    check_bool,
+    check_last_axis_known,
+    check_lookup,
+    check_positive_int,
+    check_rank,
+    check_rate,
+    is_int,
+)
 
 # Constructor arguments shared by every cell and forwarded by its sequence layer.
 _SERIALIZED = {
@@ -36,17 +44,6 @@ _SERIALIZED = {
     "bias_constraint": keras.constraints,
 }
 _PLAIN = ("units", "use_bias", "dropout", "recurrent_dropout", "seed")
-
-
-def _lookup(module, argument, value):
-    """`module.get(value)` with a ValueError that names the argument."""
-    try:
-        return module.get(value)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"`{argument}` could not be interpreted. Received: "
-            f"{argument}={value!r} ({error})"
-        ) from None
 
 
 class RecurrentCell(keras.layers.Layer):
@@ -84,24 +81,22 @@ class RecurrentCell(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        check_positive_int("units", units)
-        check_rate("dropout", dropout)
-        check_rate("recurrent_dropout", recurrent_dropout)
-        if not isinstance(use_bias, bool):
-            raise ValueError(
-                f"`use_bias` must be a bool. Received: use_bias={use_bias!r}"
-            )
-        if seed is not None and not isinstance(seed, int):
+        units = check_positive_int("units", units)
+        dropout = check_rate("dropout", dropout)
+        recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
+        use_bias = check_bool("use_bias", use_bias)
+        if seed is not None and not is_int(seed):
             raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
+        seed = None if seed is None else int(seed)
         resolved = {}
         arguments = locals()
         for name, module in _SERIALIZED.items():
-            resolved[name] = _lookup(module, name, arguments[name])
+            resolved[name] = check_lookup(name, arguments[name], module.get)
         super().__init__(**kwargs)
         self.units = units
         self.use_bias = use_bias
-        self.dropout = float(dropout)
-        self.recurrent_dropout = float(recurrent_dropout)
+        self.dropout = dropout
+        self.recurrent_dropout = recurrent_dropout
         self.seed = seed
         for name, value in resolved.items():
             setattr(self, name, value)
@@ -117,12 +112,8 @@ class RecurrentCell(keras.layers.Layer):
         return self.bias_initializer
 
     def build(self, input_shape):
+        check_last_axis_known("inputs", input_shape, "features")
         input_dim = input_shape[-1]
-        if input_dim is None:
-            raise ValueError(
-                "The last axis (features) of the input must be known. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
         width = self.num_blocks * self.units
         self.kernel = self.add_weight(
             shape=(input_dim, width),
@@ -189,11 +180,7 @@ class RecurrentCell(keras.layers.Layer):
 
 
 def _check_rank3(shape, argument="inputs"):
-    if len(shape) != 3:
-        raise ValueError(
-            f"`{argument}` must have rank 3 (batch_size, sequence_length, features). "
-            f"Received: {argument}.shape={tuple(shape)}"
-        )
+    check_rank(argument, shape, 3, "(batch_size, sequence_length, features)")
 
 
 class RecurrentLayer(keras.layers.RNN):
@@ -214,15 +201,11 @@ class RecurrentLayer(keras.layers.RNN):
         unroll=False,
         **kwargs,
     ):
-        for name, value in (
-            ("return_sequences", return_sequences),
-            ("return_state", return_state),
-            ("go_backwards", go_backwards),
-            ("stateful", stateful),
-            ("unroll", unroll),
-        ):
-            if not isinstance(value, bool):
-                raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+        return_sequences = check_bool("return_sequences", return_sequences)
+        return_state = check_bool("return_state", return_state)
+        go_backwards = check_bool("go_backwards", go_backwards)
+        stateful = check_bool("stateful", stateful)
+        unroll = check_bool("unroll", unroll)
         cell = self.cell_class(
             **cell_kwargs,
             dtype=kwargs.get("dtype"),

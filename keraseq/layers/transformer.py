@@ -5,11 +5,16 @@ import math
 import keras
 from keras import ops
 
+from keraseq.layers._validation import (
+    check_bool,
+    check_last_axis_known,
+    check_lookup,
+    check_positive_int,
+    check_rank,
+    check_rate,
+    is_number,
+)
 from keraseq.layers.attention import MultiHeadAttention
-
-
-def _is_positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 @keras.saving.register_keras_serializable(package="keraseq")
@@ -106,68 +111,34 @@ class TransformerBlock(keras.layers.Layer):
         use_causal_mask=True,
         **kwargs,
     ):
-        if not _is_positive_int(num_heads):
-            raise ValueError(
-                "`num_heads` must be a positive integer. "
-                f"Received: num_heads={num_heads!r}"
-            )
-        if not _is_positive_int(intermediate_dim):
-            raise ValueError(
-                "`intermediate_dim` must be a positive integer. "
-                f"Received: intermediate_dim={intermediate_dim!r}"
-            )
-        if key_dim is not None and not _is_positive_int(key_dim):
-            raise ValueError(
-                "`key_dim` must be a positive integer or None. "
-                f"Received: key_dim={key_dim!r}"
-            )
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, (int, float))
-            or not 0.0 <= dropout < 1.0
-        ):
-            raise ValueError(
-                "`dropout` must be a float in [0, 1). "
-                f"Received: dropout={dropout!r}"
-            )
-        try:
-            activation_fn = keras.activations.get(activation)
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                "`activation` could not be interpreted. "
-                f"Received: activation={activation!r}"
-            ) from e
+        num_heads = check_positive_int("num_heads", num_heads)
+        intermediate_dim = check_positive_int(
+            "intermediate_dim", intermediate_dim
+        )
+        key_dim = check_positive_int("key_dim", key_dim, allow_none=True)
+        dropout = check_rate("dropout", dropout)
+        activation_fn = check_lookup(
+            "activation", activation, keras.activations.get
+        )
         if activation_fn is None:
             raise ValueError(
                 "`activation` could not be interpreted. "
                 f"Received: activation={activation!r}"
             )
-        if (
-            isinstance(layer_norm_epsilon, bool)
-            or not isinstance(layer_norm_epsilon, (int, float))
-            or not layer_norm_epsilon > 0
-        ):
+        if not is_number(layer_norm_epsilon) or not layer_norm_epsilon > 0:
             raise ValueError(
                 "`layer_norm_epsilon` must be a positive float. "
                 f"Received: layer_norm_epsilon={layer_norm_epsilon!r}"
             )
-        try:
-            kernel_initializer_obj = keras.initializers.get(kernel_initializer)
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                "`kernel_initializer` could not be interpreted. "
-                f"Received: kernel_initializer={kernel_initializer!r}"
-            ) from e
-        if not isinstance(use_causal_mask, bool):
-            raise ValueError(
-                "`use_causal_mask` must be a bool. "
-                f"Received: use_causal_mask={use_causal_mask!r}"
-            )
+        kernel_initializer_obj = check_lookup(
+            "kernel_initializer", kernel_initializer, keras.initializers.get
+        )
+        use_causal_mask = check_bool("use_causal_mask", use_causal_mask)
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
         self.key_dim = key_dim
-        self.dropout = float(dropout)
+        self.dropout = dropout
         self.activation = activation_fn
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.kernel_initializer = kernel_initializer_obj
@@ -179,17 +150,13 @@ class TransformerBlock(keras.layers.Layer):
         return initializer.__class__.from_config(initializer.get_config())
 
     def _check_input_shape(self, input_shape):
-        if input_shape is None or len(input_shape) != 3:
-            raise ValueError(
-                "`inputs` must be a rank-3 tensor of shape (batch_size, "
-                "sequence_length, hidden_dim). "
-                f"Received: inputs.shape={input_shape}"
-            )
-        if input_shape[-1] is None:
-            raise ValueError(
-                "The last dimension (hidden_dim) of `inputs` must be known. "
-                f"Received: inputs.shape={tuple(input_shape)}"
-            )
+        check_rank(
+            "inputs",
+            input_shape,
+            3,
+            "(batch_size, sequence_length, hidden_dim)",
+        )
+        check_last_axis_known("inputs", input_shape, "hidden_dim")
 
     def build(self, input_shape):
         self._check_input_shape(input_shape)
