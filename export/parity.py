@@ -22,17 +22,26 @@ class ParityReport:
     Attributes:
         cases: one dict per (input case, output): `case` (label), `batch`,
             `length`, `output`, `shape`, `max_abs`, `max_rel`, `max_abs_index`
-            (position of the largest |keras - onnx|), `argmax_agreement` (share
-            of positions whose argmax over the last axis agree; `None` for
-            outputs whose last axis has size 1), `first_argmax_mismatch`
-            (position, or `None`), `ok`, and `error` (a message when a runtime
-            failed or the shapes differ, then `output` is `"*"` if no output
-            could be compared; else `None`).
-        passed: every case within `atol` with full argmax agreement.
+            (position of the largest |keras - onnx|), `tolerance_ratio`
+            (`max |keras - onnx| / (atol + rtol·rowmax|keras|)`, at most 1 when every
+            element is within its bound), `worst_index` (position of that
+            largest ratio), `worst_keras`, `worst_onnx` and `worst_bound` (the
+            two values there and their bound `atol + rtol·rowmax|keras|`),
+            `argmax_agreement` (share of positions whose argmax over the last
+            axis agree; `None` for outputs whose last axis has size 1),
+            `first_argmax_mismatch` (position, or `None`), `ok`, and `error` (a
+            message when a runtime failed or the shapes differ, then `output`
+            is `"*"` if no output could be compared; else `None`).
+        passed: every element of every case within `atol + rtol·rowmax|keras|`
+            and full argmax agreement.
         max_abs: the largest absolute difference over all cases.
-        atol: the tolerance used.
-        failure: `None` when passed, else a sentence naming the worst case and
-            the position (batch, time, feature) of its largest difference.
+        max_rel: the largest difference relative to its row's largest |keras|.
+        tolerance_ratio: the largest tolerance ratio over all cases (at most 1
+            when every element is within its bound).
+        atol, rtol: the tolerances used.
+        failure: `None` when passed, else a sentence naming the worst case, the
+            element (batch, time, feature) furthest past its bound with its
+            Keras value and the bound, and the argmax agreement.
         backend: the Keras backend the reference ran under.
         onnx_path, report_path: the graph checked and the JSON report written.
         batch_sizes, sequence_lengths, seed: what the random cases used
@@ -43,7 +52,10 @@ class ParityReport:
     cases: list
     passed: bool
     max_abs: float
+    max_rel: float
+    tolerance_ratio: float
     atol: float
+    rtol: float
     failure: object
     backend: str
     onnx_path: str
@@ -62,7 +74,7 @@ class ParityReport:
     def table(self):
         """A fixed-width text table, one row per (case, output)."""
         header = ("case", "batch", "length", "output", "max_abs", "max_rel",
-                  "argmax", "ok")
+                  "tol_ratio", "argmax", "ok")
         rows = [header]
         for c in self.cases:
             agreement = c.get("argmax_agreement")
@@ -73,11 +85,12 @@ class ParityReport:
                 c["output"],
                 _fmt(c["max_abs"]),
                 _fmt(c["max_rel"]),
+                _fmt_ratio(c.get("tolerance_ratio")),
                 "-" if agreement is None else f"{agreement:.4f}",
                 "ok" if c["ok"] else ("ERROR" if c.get("error") else "FAIL"),
             ))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        right = {1, 2, 4, 5, 6}
+        right = {1, 2, 4, 5, 6, 7}
         lines = []
         for index, row in enumerate(rows):
             cells = [
@@ -90,13 +103,19 @@ class ParityReport:
         return "\n".join(lines)
 
     def summary(self):
-        """One line: PASSED/FAILED, the largest difference and the tolerance."""
+        """One line: PASSED/FAILED, the largest differences and the tolerance."""
         verdict = "PASSED" if self.passed else "FAILED"
         return (
             f"ONNX parity {verdict}: max |keras - onnx| = {_fmt(self.max_abs)} "
-            f"(atol {self.atol:g}) over {len(self.cases)} case(s), "
+            f"(max relative {_fmt(self.max_rel)}), tolerance "
+            f"{self.tolerance_text()} (largest tolerance ratio "
+            f"{_fmt_ratio(self.tolerance_ratio)}) over {len(self.cases)} case(s), "
             f"Keras backend {self.backend}"
         )
+
+    def tolerance_text(self):
+        """The pass bound as text, e.g. `"1e-05 + 1e-05·rowmax|keras|"`."""
+        return _tolerance_text(self.atol, self.rtol)
 
     def format_failure(self):
         """The text a command line prints on failure: summary, failure and
@@ -122,6 +141,18 @@ def _fmt(value):
     return f"{value:.3e}"
 
 
+def _fmt_ratio(value):
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.3f}" if value < 1e3 else f"{value:.3e}"
+
+
+def _tolerance_text(atol, rtol):
+    return f"{atol:g} + {rtol:g}·rowmax|keras|" if rtol else f"{atol:g}"
+
+
 def check_parity(
     model_or_path,
     onnx_path,
@@ -131,6 +162,7 @@ def check_parity(
     sequence_lengths=None,
     training_length=None,
     atol=1e-5,
+    rtol=1e-5,
     seed=0,
     report_path=None,
 ):
@@ -147,14 +179,28 @@ def check_parity(
     embedding layer, else 2); float inputs standard normal float32. For each
     case and output it records
 
-        max_abs = max |k - o|,  max_rel = max |k - o| / max(|k|, 1e-12),
+        max_abs = max |k - o|,  max_rel = max |k - o| / max(rowmax|k|, 1e-12),
+        tolerance_ratio = max |k - o| / (atol + rtol·rowmax|k|),
 
-    where `k` is Keras's output and `o` onnxruntime's, the position of `max_abs`
-    and, for outputs whose last axis is wider than 1, the argmax agreement
+    where `k` is Keras's output and `o` onnxruntime's (maxima over elements),
+    the positions of `max_abs` and of the largest ratio and, for outputs whose
+    last axis is wider than 1, the argmax agreement
     `mean(argmax(k, -1) == argmax(o, -1))` (next-token agreement of a language
-    model). A case passes when `max_abs <= atol` and the agreement is 1. A model
-    whose Keras input has a fixed length is only checked at that length (Keras
-    refuses others). The report is written as JSON to `report_path`
+    model). A case passes when every element satisfies
+    `|k - o| <= atol + rtol·rowmax|k|`, where `rowmax|k|` is the largest `|k|`
+    over the last axis (the logit row; `|k|` itself for a last axis of size 1),
+    i.e. `tolerance_ratio <= 1`, and the agreement is 1. The relative term is
+    there because float32 round-off accumulated over a few hundred recurrent
+    steps and a long dot product grows with the magnitude of the output, and
+    spreads over the whole row (a logit of 0.3 next to one of 19 carries the
+    same ~3e-5 error; measured): a trained
+    character LSTM with logits up to |19| differs by 1.3e-5 to 3.5e-5 between
+    any Keras backend and onnxruntime (about 1e-6 of the largest logit, argmax
+    identical), which
+    an absolute 1e-5 alone would fail although it is below float32 resolution
+    at that magnitude; `atol` still governs outputs of magnitude up to about 1.
+    A model whose Keras input has a fixed length is only checked at that length
+    (Keras refuses others). The report is written as JSON to `report_path`
     (atomically).
 
     Args:
@@ -172,15 +218,21 @@ def check_parity(
             that length (the model cannot run them).
         training_length: default `None`: the model's static input length if it
             has one, else 32.
-        atol: float, default `1e-5` (float32 round-off of a few hundred steps).
+        atol: float, default `1e-5`: absolute part of the bound
+            `atol + rtol·rowmax|keras|` (float32 round-off of a few hundred steps for
+            outputs of magnitude up to about 1).
+        rtol: float, default `1e-5`: relative part of that bound (about 80
+            float32 ulps); `0` makes the check purely absolute.
         seed: int, default 0: seed of the random inputs.
         report_path: default `None`: where the JSON goes; `None` means
             `<onnx_path without .onnx>.parity.json`.
 
     Returns:
-        A `ParityReport`; `.passed` is False when any case exceeds `atol` or
-        disagrees on an argmax, and `.failure` then names the case and the
-        position (batch, time, feature) of the largest difference.
+        A `ParityReport`; `.passed` is False when any element of any case
+        exceeds `atol + rtol·rowmax|keras|` or an argmax disagrees, and `.failure`
+        then names the case, the position (batch, time, feature) of the element
+        furthest past its bound with its Keras value and the bound, and the
+        argmax agreement.
 
     Raises:
         ValueError: a bad argument, named with the value received.
@@ -197,15 +249,8 @@ def check_parity(
             "`training_length` must be None or a positive int. "
             f"Received: training_length={training_length!r}"
         )
-    if (
-        isinstance(atol, bool)
-        or not isinstance(atol, (int, float))
-        or not math.isfinite(atol)
-        or atol < 0
-    ):
-        raise ValueError(
-            f"`atol` must be a finite number >= 0. Received: atol={atol!r}"
-        )
+    _check_tolerance(atol, "atol")
+    _check_tolerance(rtol, "rtol")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
     if report_path is None:
@@ -270,17 +315,20 @@ def check_parity(
     rows = []
     for label, arrays in cases:
         rows.extend(_compare_case(
-            model, session, label, arrays, onnx_inputs, onnx_outputs, atol
+            model, session, label, arrays, onnx_inputs, onnx_outputs, atol, rtol
         ))
 
     passed = all(row["ok"] for row in rows)
-    max_abs = max((row["max_abs"] for row in rows), default=0.0)
     report = ParityReport(
         cases=rows,
         passed=passed,
-        max_abs=float(max_abs),
+        max_abs=float(max((row["max_abs"] for row in rows), default=0.0)),
+        max_rel=float(max((row["max_rel"] for row in rows), default=0.0)),
+        tolerance_ratio=float(
+            max((row["tolerance_ratio"] for row in rows), default=0.0)),
         atol=float(atol),
-        failure=None if passed else _describe_failure(rows, atol),
+        rtol=float(rtol),
+        failure=None if passed else _describe_failure(rows, atol, rtol),
         backend=keras.backend.backend(),
         onnx_path=onnx_path,
         report_path=report_path,
@@ -299,6 +347,19 @@ def check_parity(
 
 def _is_positive_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+
+
+def _check_tolerance(value, argument):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"`{argument}` must be a finite number >= 0. "
+            f"Received: {argument}={value!r}"
+        )
 
 
 def _check_int_tuple(values, argument, allow_empty=False):
@@ -482,7 +543,9 @@ _ORT_TYPES = {
 }
 
 
-def _compare_case(model, session, label, arrays, onnx_inputs, onnx_outputs, atol):
+def _compare_case(
+    model, session, label, arrays, onnx_inputs, onnx_outputs, atol, rtol
+):
     batch = int(arrays[0].shape[0]) if arrays[0].ndim else None
     length = next(
         (int(a.shape[1]) for a in arrays
@@ -505,19 +568,39 @@ def _compare_case(model, session, label, arrays, onnx_inputs, onnx_outputs, atol
         )]
     rows = []
     for name, k, o in zip(onnx_outputs, reference, candidate):
-        rows.append(_compare_output(base, name, k, np.asarray(o), atol))
+        rows.append(_compare_output(base, name, k, np.asarray(o), atol, rtol))
     return rows
 
 
 def _error_row(base, output, message):
     return {
         **base, "output": output, "shape": None, "max_abs": math.inf,
-        "max_rel": math.inf, "max_abs_index": None, "argmax_agreement": None,
+        "max_rel": math.inf, "max_abs_index": None, "tolerance_ratio": math.inf,
+        "worst_index": None, "worst_keras": None, "worst_onnx": None,
+        "worst_bound": None, "argmax_agreement": None,
         "first_argmax_mismatch": None, "ok": False, "error": message,
     }
 
 
-def _compare_output(base, name, reference, candidate, atol):
+def _row_scale(k):
+    """`max |k|` over the last axis (kept), the magnitude the relative tolerance
+    refers to. Round-off in a recurrent state spreads over a whole logit row, so
+    a small logit next to large ones carries the large ones' error; for a last
+    axis of size 1 (or a scalar) this is just `|k|`."""
+    magnitude = np.abs(k)
+    if k.ndim == 0 or k.shape[-1] <= 1:
+        return magnitude
+    with np.errstate(invalid="ignore"):
+        return np.broadcast_to(np.max(magnitude, axis=-1, keepdims=True), k.shape)
+
+
+def _compare_output(base, name, reference, candidate, atol, rtol):
+    """One report row: Keras's `reference` against onnxruntime's `candidate`.
+
+    An element passes when `|k - o| <= atol + rtol·rowmax|k|` (NaN against NaN and
+    equal infinities count as equal); the row passes when every element does
+    and, for a last axis wider than 1, every argmax over it agrees.
+    """
     if reference.shape != candidate.shape:
         return _error_row(
             base, name,
@@ -529,14 +612,34 @@ def _compare_output(base, name, reference, candidate, atol):
         diff = np.where(k == o, 0.0, np.abs(k - o))
     diff = np.where(np.isnan(k) & np.isnan(o), 0.0, diff)
     diff = np.where(np.isnan(diff), np.inf, diff)
+    scale = _row_scale(k)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = atol + rtol * scale  # NaN where k is NaN
+    # An infinite difference never passes, even against an infinite bound.
+    within = (diff == 0.0) | (np.isfinite(diff) & (diff <= bound))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        ratio = np.where(diff == 0.0, 0.0, diff / bound)
+    ratio = np.where(np.isnan(ratio), np.inf, ratio)
+    worst = {
+        "tolerance_ratio": 0.0, "worst_index": None, "worst_keras": None,
+        "worst_onnx": None, "worst_bound": None,
+    }
     if diff.size:
         flat = int(np.argmax(diff))
         max_abs = float(diff.reshape(-1)[flat])
         position = [int(i) for i in np.unravel_index(flat, diff.shape)]
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            rel = diff / np.maximum(np.abs(k), _TINY)
+            rel = diff / np.maximum(scale, _TINY)
         rel = np.where(np.isnan(rel), np.inf, rel)
         max_rel = float(rel.max())
+        flat = int(np.argmax(ratio))
+        worst = {
+            "tolerance_ratio": float(ratio.reshape(-1)[flat]),
+            "worst_index": [int(i) for i in np.unravel_index(flat, ratio.shape)],
+            "worst_keras": float(k.reshape(-1)[flat]),
+            "worst_onnx": float(o.reshape(-1)[flat]),
+            "worst_bound": float(bound.reshape(-1)[flat]),
+        }
     else:
         max_abs, position, max_rel = 0.0, None, 0.0
     agreement, mismatch = None, None
@@ -545,10 +648,11 @@ def _compare_output(base, name, reference, candidate, atol):
         agreement = float(np.mean(same))
         if not same.all():
             mismatch = [int(i) for i in np.argwhere(~same)[0]]
-    ok = max_abs <= atol and (agreement is None or agreement == 1.0)
+    ok = bool(within.all()) and (agreement is None or agreement == 1.0)
     return {
         **base, "output": name, "shape": list(reference.shape),
         "max_abs": max_abs, "max_rel": max_rel, "max_abs_index": position,
+        **worst,
         "argmax_agreement": agreement, "first_argmax_mismatch": mismatch,
         "ok": bool(ok), "error": None,
     }
@@ -569,20 +673,33 @@ def _position_text(index, axes=_AXES):
     return "(" + ", ".join(f"{n}={i}" for n, i in zip(names, index)) + ")"
 
 
-def _describe_failure(rows, atol):
+def _describe_failure(rows, atol, rtol):
     failing = [row for row in rows if not row["ok"]]
     errors = [row for row in failing if row.get("error")]
-    row = errors[0] if errors else max(failing, key=lambda r: r["max_abs"])
+    row = errors[0] if errors else max(failing, key=lambda r: r["tolerance_ratio"])
     where = (
         f"{row['case']!r} (batch={row['batch']}, length={row['length']}), "
         f"output {row['output']!r}"
     )
     if row.get("error"):
         return f"Parity failed on {where}: {row['error']}"
-    text = (
-        f"Parity failed on {where}: max |keras - onnx| = {_fmt(row['max_abs'])} "
-        f"(atol {atol:g}) at {_position_text(row['max_abs_index'])}"
-    )
+    text = f"Parity failed on {where}"
+    if row["worst_index"] is not None:
+        ratio = row["tolerance_ratio"]
+        side = "above" if ratio > 1.0 else "within"
+        gap = abs(row["worst_keras"] - row["worst_onnx"])
+        text += (
+            f": |keras - onnx| = {_fmt(math.inf if math.isnan(gap) else gap)}"
+            f" at {_position_text(row['worst_index'])}, where keras = "
+            f"{row['worst_keras']:.7g} and onnx = {row['worst_onnx']:.7g}, {side} "
+            f"the bound {_tolerance_text(atol, rtol)} = {_fmt(row['worst_bound'])} "
+            f"(tolerance ratio {_fmt_ratio(ratio)})"
+        )
+        if row["max_abs_index"] != row["worst_index"]:
+            text += (
+                f"; max |keras - onnx| = {_fmt(row['max_abs'])} at "
+                f"{_position_text(row['max_abs_index'])}"
+            )
     if row["argmax_agreement"] is not None:
         text += f"; argmax agreement {row['argmax_agreement']:.4f}"
         if row["first_argmax_mismatch"] is not None:

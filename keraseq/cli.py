@@ -330,7 +330,8 @@ def cmd_export(args):
     if not report.passed:
         print(f"{PROG}: parity failed: {report.failure}", file=sys.stderr)
         return 1
-    print(f"parity passed: max |onnx - keras| = {report.max_abs:.2e} (tolerance {report.atol:g}), "
+    print(f"parity passed: max |onnx - keras| = {report.max_abs:.2e} "
+          f"(max relative {report.max_rel:.1e}), within {report.tolerance_text()}; "
           "next-token agreement 100%")
     return 0
 

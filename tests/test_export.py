@@ -100,6 +100,9 @@ def test_lm_parity_held_out_and_random(lm_export, held_out, tmp_path):
     assert report.passed, report.format_failure()
     assert report.failure is None and format_failure(report) == ""
     assert 0.0 <= report.max_abs <= ATOL
+    assert report.atol == 1e-5 and report.rtol == 1e-5
+    assert report.max_rel == max(c["max_rel"] for c in report.cases)
+    assert 0.0 <= report.tolerance_ratio <= 1.0
     # 1 held-out batch + batch sizes (1, 7) x lengths (1, 8, 24), one output each.
     assert len(report.cases) == 7
     assert [c["case"] for c in report.cases][:2] == ["held-out batch 0", "random"]
@@ -110,14 +113,23 @@ def test_lm_parity_held_out_and_random(lm_export, held_out, tmp_path):
         assert case["ok"] and case["max_abs"] <= ATOL
         assert case["argmax_agreement"] == 1.0
         assert case["output"] == "logits"
+        assert case["tolerance_ratio"] <= 1.0
+        # The ratio is the difference over the bound at the worst element.
+        gap = abs(case["worst_keras"] - case["worst_onnx"])
+        assert case["worst_bound"] >= 1e-5 + 1e-5 * abs(case["worst_keras"]) - 1e-15
+        assert case["tolerance_ratio"] == pytest.approx(
+            gap / case["worst_bound"], rel=1e-6, abs=1e-12)
     # The JSON report on disk is the same report.
     on_disk = json.loads(report_path.read_text())
     assert on_disk["passed"] is True
     assert on_disk["max_abs"] == pytest.approx(report.max_abs)
+    assert on_disk["rtol"] == 1e-5
+    assert all("tolerance_ratio" in c for c in on_disk["cases"])
     assert json.loads(report.to_json())["cases"] == on_disk["cases"]
     table = report.table().splitlines()
     assert table[0].split() == [
-        "case", "batch", "length", "output", "max_abs", "max_rel", "argmax", "ok",
+        "case", "batch", "length", "output", "max_abs", "max_rel", "tol_ratio",
+        "argmax", "ok",
     ]
     assert len(table) == 2 + len(report.cases)
     assert all(line.rstrip().endswith("ok") for line in table[2:])
@@ -265,13 +277,17 @@ def test_parity_failure_names_case_and_position(lm_export, held_out, tmp_path):
     assert "(batch=" in report.failure and "time=" in report.failure
     assert f"feature={feature})" in report.failure
     assert "argmax agreement" in report.failure
+    assert "above the bound 1e-05 + 1e-05·rowmax|keras|" in report.failure
+    for case in report.cases:  # worst element: logit 5, ratio ~ 50 / (1e-5·|k|)
+        assert case["worst_index"][2] == feature
+        assert case["tolerance_ratio"] > 1e4
     text = format_failure(report)
     assert report.failure in text and "FAILED" in text and "FAIL" in report.table()
     assert json.loads(report_path.read_text())["passed"] is False
 
 
 def test_parity_fails_when_difference_exceeds_atol(lm_export):
-    """atol=0 against a perturbation of one recurrent weight by 1e-4."""
+    """atol=0, rtol=0 against a perturbation of one recurrent weight by 1e-4."""
     model, result = lm_export
     perturbed = keras.Model.from_config(model.get_config())
     perturbed.set_weights(model.get_weights())
@@ -281,11 +297,99 @@ def test_parity_fails_when_difference_exceeds_atol(lm_export):
     lstm.recurrent_kernel.assign(kernel)
     report = check_parity(
         perturbed, result.path, batch_sizes=(1,), sequence_lengths=(6,), atol=0.0,
-        report_path=None,
+        rtol=0.0, report_path=None,
     )
-    assert not report.passed
+    assert not report.passed and report.rtol == 0.0
     assert 0 < report.max_abs < 1e-2
+    assert report.tolerance_ratio == float("inf")  # any difference against 0
     assert "'random' (batch=1, length=6)" in report.failure
+    assert "above the bound 0 = 0.000e+00" in report.failure
+
+
+# -- the pass criterion, on synthetic arrays -----------------------------------------
+
+
+def _row(keras_values, onnx_values, **tolerances):
+    from keraseq.export import parity
+
+    base = {"case": "synthetic", "batch": 1, "length": 2}
+    return parity._compare_output(
+        base, "logits", np.asarray(keras_values, dtype="float64"),
+        np.asarray(onnx_values, dtype="float64"),
+        tolerances.get("atol", 1e-5), tolerances.get("rtol", 1e-5),
+    )
+
+
+def test_criterion_is_absolute_plus_row_relative():
+    """|o - k| <= atol + rtol·rowmax|k| per element (rowmax over the last axis)."""
+    from keraseq.export import parity
+
+    # (batch, time, feature) = (1, 2, 3): a row with a large logit, a small row.
+    keras_values = np.array([[[10.0, 0.1, -3.0], [0.3, 0.1, -0.2]]])
+
+    # 5e-5 on the 0.1 next to 10: bound 1e-5 + 1e-5·10 = 1.1e-4, ratio 0.4545.
+    onnx_values = keras_values.copy()
+    onnx_values[0, 0, 1] += 5e-5
+    row = _row(keras_values, onnx_values)
+    assert row["ok"] and row["argmax_agreement"] == 1.0
+    assert row["max_abs"] == pytest.approx(5e-5, rel=1e-6)
+    assert row["max_rel"] == pytest.approx(5e-6, rel=1e-6)  # relative to the row's 10
+    assert row["tolerance_ratio"] == pytest.approx(5e-5 / 1.1e-4, rel=1e-6)
+    assert row["worst_index"] == [0, 0, 1] and row["worst_keras"] == 0.1
+    assert row["worst_bound"] == pytest.approx(1.1e-4, rel=1e-12)
+
+    # rtol=0 restores the pure absolute criterion: 5e-5 > 1e-5 fails.
+    row = _row(keras_values, onnx_values, rtol=0.0)
+    assert not row["ok"]
+    assert row["tolerance_ratio"] == pytest.approx(5.0, rel=1e-6)
+    assert row["worst_bound"] == 1e-5
+
+    # 4e-5 in the small row (rowmax 0.3): bound 1e-5 + 3e-6 = 1.3e-5, ratio 3.08
+    # -> fails, and it is the element furthest past its bound although a larger
+    # difference (in the first row) sits elsewhere.
+    onnx_values[0, 1, 1] += 4e-5
+    onnx_values[0, 0, 0] = 10.0 + 9e-5
+    row = _row(keras_values, onnx_values)
+    assert not row["ok"] and row["argmax_agreement"] == 1.0
+    assert row["tolerance_ratio"] == pytest.approx(4e-5 / 1.3e-5, rel=1e-6)
+    assert row["worst_index"] == [0, 1, 1]
+    assert row["worst_keras"] == 0.1
+    assert row["worst_bound"] == pytest.approx(1.3e-5, rel=1e-12)
+    assert row["max_abs"] == pytest.approx(9e-5, rel=1e-6)
+    assert row["max_abs_index"] == [0, 0, 0]
+
+    # The failure sentence names the element, its Keras value and the bound.
+    text = parity._describe_failure([row], 1e-5, 1e-5)
+    assert "'synthetic' (batch=1, length=2), output 'logits'" in text
+    assert "at (batch=0, time=1, feature=1), where keras = 0.1 " in text
+    assert "above the bound 1e-05 + 1e-05·rowmax|keras| = 1.300e-05" in text
+    assert "max |keras - onnx| = 9.000e-05 at (batch=0, time=0, feature=0)" in text
+
+    # Within tolerance but the argmax flips (two logits 5e-6 apart): fails.
+    keras_values = np.array([[[1.0, 1.0 - 5e-6], [0.0, 1.0]]])
+    onnx_values = np.array([[[1.0, 1.0 + 5e-6], [0.0, 1.0]]])
+    row = _row(keras_values, onnx_values)
+    assert row["tolerance_ratio"] < 1.0
+    assert not row["ok"] and row["argmax_agreement"] == 0.5
+    assert row["first_argmax_mismatch"] == [0, 0]
+    text = parity._describe_failure([row], 1e-5, 1e-5)
+    assert "within the bound" in text
+    assert "argmax agreement 0.5000 (first disagreement at (batch=0, time=0))" in text
+
+
+def test_criterion_edge_values():
+    """Identical, NaN/NaN and equal infinities pass; an infinite or NaN
+    difference fails even against an infinite bound; atol=rtol=0 demands
+    equality."""
+    row = _row([[1.0, np.nan, np.inf]], [[1.0, np.nan, np.inf]])
+    assert row["ok"] and row["tolerance_ratio"] == 0.0 and row["max_abs"] == 0.0
+    for other in ([[1.0, 2.0, np.inf]], [[1.0, np.nan, 3.0]], [[1.0, np.nan, -np.inf]]):
+        row = _row([[1.0, np.nan, np.inf]], other)
+        assert not row["ok"] and row["tolerance_ratio"] == float("inf")
+    row = _row([[1.0, 2.0]], [[1.0, 2.0]], atol=0.0, rtol=0.0)
+    assert row["ok"] and row["tolerance_ratio"] == 0.0
+    row = _row([[1.0, 2.0]], [[1.0, np.nextafter(2.0, 3.0)]], atol=0.0, rtol=0.0)
+    assert not row["ok"] and row["tolerance_ratio"] == float("inf")
 
 
 # -- a float model, exported from a saved file / run directory ----------------------
@@ -543,6 +647,10 @@ _PARITY_BAD_ARGUMENTS = [
     ({"training_length": 0}, r"`training_length` must be None or a positive.*=0"),
     ({"atol": -1.0}, r"`atol` must be a finite number >= 0.*atol=-1.0"),
     ({"atol": float("nan")}, r"`atol` must be a finite.*atol=nan"),
+    ({"rtol": -1e-5}, r"`rtol` must be a finite number >= 0.*rtol=-1e-05"),
+    ({"rtol": float("inf")}, r"`rtol` must be a finite.*rtol=inf"),
+    ({"rtol": True}, r"`rtol` must be a finite.*rtol=True"),
+    ({"rtol": "1e-5"}, r"`rtol` must be a finite.*rtol='1e-5'"),
     ({"seed": "a"}, r"`seed` must be an int.*seed='a'"),
     ({"inputs": np.zeros((1, 2))}, r"`inputs` must be None or a list of batches"),
     ({"inputs": [np.zeros((1, 2, 3))]}, r"`inputs\[0\]` must have rank 2"),
