@@ -46,5 +46,6 @@ _import_keras_quietly()
 
 from keraseq.layers import *  # noqa: E402,F401,F403
 from keraseq.layers import __all__ as _layer_names  # noqa: E402
+from keraseq import generation, models, text  # noqa: E402,F401
 
 __all__ = list(_layer_names)

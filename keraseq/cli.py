@@ -6,6 +6,7 @@ stderr, nothing written).
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -51,9 +52,9 @@ def _positive_float(text):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
@@ -88,7 +89,8 @@ def build_parser():
                        help="Adam learning rate (default: 0.002)")
     train.add_argument("--max-tokens", type=_positive_int, default=None,
                        help="use only the first N tokens of the corpus (quick runs)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--seed", type=_non_negative_int, default=0,
+                       help="random seed (default: 0)")
     train.add_argument("--out", default=None,
                        help="output directory (default: runs/<corpus>-<level>-<model>)")
 
@@ -101,7 +103,7 @@ def build_parser():
                           help="softmax temperature (default: 0.8)")
     generate.add_argument("--top-k", type=_positive_int, default=None,
                           help="sample among the K most likely tokens (default: all)")
-    generate.add_argument("--seed", type=int, default=0,
+    generate.add_argument("--seed", type=_non_negative_int, default=0,
                           help="random seed; the same seed gives the same text (default: 0)")
 
     export = commands.add_parser("export", help="export to ONNX and check parity")
