@@ -73,6 +73,7 @@ def export_onnx(
     output_names=None,
     *,
     source_backend=None,
+    method="tf2onnx",
 ):
     """Export a Keras model to an ONNX file with dynamic batch and sequence axes.
 
@@ -109,6 +110,10 @@ def export_onnx(
         source_backend: default `None`: the backend the model was trained
             under, recorded in the metadata. `None` means the current backend for
             a model object and `"unknown"` for a path.
+        method: default `"tf2onnx"`: the converter. `"native"` (opt-in) loads
+            the model in this process under the current backend and writes
+            native ONNX `LSTM` / `RNN` nodes with `keraseq.export.native`
+            (recurrent language models only; other models raise ValueError).
 
     Returns:
         An `ExportResult` (path, opset, input/output names, shapes and dtypes,
@@ -141,6 +146,11 @@ def export_onnx(
             "`source_backend` must be None or a str. "
             f"Received: source_backend={source_backend!r}"
         )
+    if method not in ("tf2onnx", "native"):
+        raise ValueError(
+            "`method` must be 'tf2onnx' or 'native'. "
+            f"Received: method={method!r}"
+        )
     if _io.is_model(model_or_path):
         model_or_path = _io.load_model(model_or_path)  # checks it has inputs
         if source_backend is None:
@@ -152,7 +162,28 @@ def export_onnx(
     else:
         _io.load_model(model_or_path)  # raises the ValueError for the type
 
-    if keras.backend.backend() == "tensorflow":
+    if method == "native":
+        from keraseq.export import native
+
+        model = _io.load_model(model_or_path)
+        for argument, names in (("input_names", input_names),
+                                ("output_names", output_names)):
+            if names is not None and len(names) != 1:
+                raise ValueError(
+                    f"`{argument}` must hold one name for method='native'. "
+                    f"Received: {argument}={names!r}"
+                )
+        proto = native.build_native_model(
+            model,
+            opset,
+            input_names[0] if input_names else "tokens",
+            output_names[0] if output_names else "logits",
+            source_backend,
+        )
+        _io.atomic_write_bytes(proto.SerializeToString(), path)
+        info = describe_onnx_model(proto)
+        converted_in = "in-process"
+    elif keras.backend.backend() == "tensorflow":
         model = _io.load_model(model_or_path)
         proto = build_onnx_model(
             model, opset, input_names, output_names, source_backend
