@@ -121,14 +121,20 @@ def _run_directory(path):
     return directory
 
 
+def _read_run(directory):
+    """The training configuration and vocabulary of a run directory."""
+    from keraseq.text import Vocabulary
+
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    return config, Vocabulary.load(directory / "vocabulary.json")
+
+
 def _load_run(directory):
     import keras
 
     import keraseq  # noqa: F401  (registers the layers for deserialization)
-    from keraseq.text import Vocabulary
 
-    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    vocabulary = Vocabulary.load(directory / "vocabulary.json")
+    config, vocabulary = _read_run(directory)
     try:
         model = keras.saving.load_model(directory / "model.keras")
     except Exception as error:  # a damaged or foreign file
@@ -297,9 +303,9 @@ def cmd_export(args):
         raise UsageError(f"--out must end in .onnx, got {str(out)!r}")
 
     from keraseq.export import check_parity, export_onnx
-    from keraseq.text import Vocabulary, load_corpus, split, windows
+    from keraseq.text import load_corpus, split, windows
 
-    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    config, vocabulary = _read_run(directory)
     length = int(config["sequence_length"])
     result = export_onnx(
         directory / "model.keras", out, opset=args.opset,
@@ -308,7 +314,6 @@ def cmd_export(args):
     print(f"wrote {result.path} (opset {result.opset}, model trained under {config.get('backend', '?')}, "
           f"{result.seconds:.1f} s)")
 
-    vocabulary = Vocabulary.load(directory / "vocabulary.json")
     text = load_corpus(config["corpus"])
     ids = vocabulary.encode(text)
     if config.get("max_tokens"):
