@@ -1,36 +1,99 @@
-"""Keras recurrent language model -> ONNX with native `LSTM` / `RNN` operators.
+"""Keras model -> ONNX graph written directly from the layers, no TensorFlow.
 
-An opt-in alternative to the tf2onnx path of `export_onnx`: the graph is written
-directly with `onnx.helper` from the layers' attributes and weights, so keraseq's
-recurrent layers become one ONNX `LSTM` / `RNN` node each instead of a `Loop`.
-No TensorFlow is imported: it runs in-process under any Keras backend.
+The native exporter walks a functional Keras model node by node and asks one
+*converter* per layer class to emit ONNX nodes with `onnx.helper` from the
+layer's attributes and weights. keraseq's recurrent layers become one ONNX
+`LSTM` / `RNN` node each (instead of the `Loop` tf2onnx makes of the explicit
+cells), attention becomes one fused attention node, and nothing here imports
+TensorFlow: it runs in-process under any Keras backend.
 
-Supported: a functional model that is a simple chain
-`Input((None,), int32)` → `keras.layers.Embedding` (no `mask_zero`) → one or
-more `keraseq.LSTM` / `keraseq.SimpleRNN` with `return_sequences=True` (not
-stateful, no `return_state`; LSTM with `activation="tanh"`,
-`recurrent_activation="sigmoid"`; SimpleRNN with `tanh`, `relu` or `sigmoid`,
-optionally `output_units`) → optional linear `keras.layers.Dense`. Anything
-else raises `ValueError` naming the layer. Dropout is ignored (inference).
+Converters live in `native_layers` (Keras built-ins: InputLayer, Embedding,
+Dense, Dropout, Activation, Add, LayerNormalization), `native_recurrent`
+(keraseq LSTM / SimpleRNN) and `native_attention` (keraseq attention,
+transformer block and positional embeddings). A layer without a converter, or
+a configuration its converter cannot express, raises `NativeUnsupported` (a
+`ValueError` naming the layer and the reason); `export_onnx(method="auto")`
+then falls back to the tf2onnx path for the whole model and says why.
+
+Modes (`mode=`):
+
+* `"full"`: the whole sequence in, the model's outputs out.
+* `"step"`: a streaming graph for recurrent models: every recurrent layer's
+  state is an explicit graph input (`state_in_<k>`) and output
+  (`state_out_<k>`), so a chunk of any length (1 for a step) continues where
+  the previous one stopped.
+* `"prefill"` / `"decode"`: streaming graphs for attention models with a key /
+  value cache (`present_key_<i>` ... out; `past_key_<i>` ... in for decode).
 """
+
+import json
 
 import numpy as np
 
 from keraseq.export import _io
-from keraseq.export.onnx_weights import lstm_to_onnx, simple_rnn_to_onnx
 
-_RNN_ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
-_FALLBACK = "use method='tf2onnx'"
+MODES = ("full", "step", "prefill", "decode")
+# The default-domain opset the native exporter writes (LayerNormalization
+# needs 17) and the newest onnx.helper + onnxruntime accept here.
+DEFAULT_OPSET = 17
+MAX_NATIVE_OPSET = 23
+FALLBACK_HINT = "use method='tf2onnx'"
 
-
-def _unsupported(layer, why):
-    return ValueError(
-        f"`model` layer {layer.name!r} ({type(layer).__name__} {why}) has no "
-        f"native converter yet; {_FALLBACK}"
-    )
+_CONVERTERS = {}
 
 
-def _activation_name(function):
+class NativeUnsupported(ValueError):
+    """A layer or configuration the native exporter cannot express."""
+
+    def __init__(self, layer, why):
+        self.layer_name = getattr(layer, "name", None)
+        self.layer_class = type(layer).__name__ if layer is not None else None
+        self.why = why
+        where = (
+            f"layer {self.layer_name!r} ({self.layer_class}) "
+            if layer is not None else "the model "
+        )
+        super().__init__(
+            f"{where}{why}: the native ONNX exporter cannot express it; {FALLBACK_HINT}")
+
+
+def converter(*classes):
+    """Register `function(ctx, layer, args, kwargs) -> output name(s)` for
+    layers of `classes` (looked up along the layer class's MRO). A str names
+    a Keras op class (e.g. `"NotEqual"`, the mask `Embedding(mask_zero=True)`
+    adds to a functional graph), matched by class name in `keras.src.ops`."""
+
+    def register(function):
+        for cls in classes:
+            _CONVERTERS[cls] = function
+        return function
+
+    return register
+
+
+def _converter_for(layer):
+    _load_converters()
+    for cls in type(layer).__mro__:
+        if cls in _CONVERTERS:
+            return _CONVERTERS[cls]
+    if type(layer).__module__.startswith("keras.src.ops."):
+        return _CONVERTERS.get(type(layer).__name__)
+    return None
+
+
+def _load_converters():
+    # Imported here, not at module level: each converter module imports keras
+    # and keraseq's layers, and registers itself with `converter`.
+    from keraseq.export import native_layers, native_recurrent  # noqa: F401
+
+    try:
+        from keraseq.export import native_attention  # noqa: F401
+    except ImportError as error:  # pragma: no cover - written in parallel
+        if "native_attention" not in str(error):
+            raise
+
+
+def activation_name(function):
     """The Keras name of a built-in activation function, else `None`.
 
     Read from the layer attribute, not `get_config()`: Keras's config
@@ -44,13 +107,16 @@ def _activation_name(function):
     return None
 
 
-def _numpy(variable):
+def numpy_weight(variable):
+    """A Keras variable as a float32 numpy array."""
     import keras
 
     return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
 
 
-class _Graph:
+class Graph:
+    """An ONNX graph under construction: nodes, constants, inputs, outputs."""
+
     def __init__(self, opset):
         from onnx import helper
 
@@ -58,252 +124,369 @@ class _Graph:
         self.opset = opset
         self.nodes = []
         self.initializers = []
+        self.inputs = []
+        self.outputs = []
+        self.domains = {"": opset}
         self._count = 0
+        self._constants = {}
 
     def name(self, hint):
         self._count += 1
         return f"{hint}_{self._count}"
 
     def const(self, hint, array):
+        """A constant tensor (an initializer); small integer constants are shared."""
         from onnx import numpy_helper
 
+        array = np.asarray(array)
+        key = None
+        if array.dtype.kind in "iub" and array.size <= 16:
+            key = (array.dtype.str, array.shape, array.tobytes())
+            if key in self._constants:
+                return self._constants[key]
         name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        self.initializers.append(numpy_helper.from_array(array, name))
+        if key is not None:
+            self._constants[key] = name
         return name
 
-    def node(self, op, inputs, hint, outputs=1, **attrs):
+    def ints(self, values):
+        """An int64 1-D constant (axes, shapes, slice bounds)."""
+        return self.const("ints", np.asarray(values, dtype=np.int64))
+
+    def node(self, op, inputs, hint, outputs=1, domain="", **attrs):
+        """Append one node; returns its output name (a list if `outputs` > 1)."""
         names = [self.name(f"{hint}_{op.lower()}") for _ in range(outputs)]
         self.nodes.append(
-            self.helper.make_node(op, inputs, names, name=self.name(hint), **attrs)
+            self.helper.make_node(
+                op, list(inputs), names, name=self.name(hint),
+                domain=domain or None, **attrs,
+            )
         )
+        if domain and domain not in self.domains:
+            self.domains[domain] = 1
         return names[0] if outputs == 1 else names
 
+    def add_input(self, name, elem_type, shape):
+        self.inputs.append(self.helper.make_tensor_value_info(name, elem_type, shape))
+        return name
 
-def _check_chain(model):
+    def add_output(self, value, name, elem_type, shape):
+        """Expose `value` as graph output `name` (through an `Identity`)."""
+        self.nodes.append(self.helper.make_node("Identity", [value], [name], name=f"{name}_out"))
+        self.outputs.append(self.helper.make_tensor_value_info(name, elem_type, shape))
+        return name
+
+
+class Context:
+    """What converters share while one graph is written.
+
+    Attributes:
+        graph: the `Graph`.
+        mode: `"full"`, `"step"`, `"prefill"` or `"decode"`.
+        tokens: the name of the int32 token-id input when the model has one.
+        position_offset: `None` (positions start at 0) or the name of an
+            int64 scalar: the position of the first token of this call (set in
+            `"decode"` mode from the cache length).
+        streaming: metadata written to the `keraseq_streaming` property.
+    """
+
+    def __init__(self, graph, mode):
+        self.graph = graph
+        self.mode = mode
+        self.tokens = None
+        self.position_offset = None
+        self.streaming = {"kind": mode}
+        self.pending_outputs = []  # (value, name, shape) added after the model's outputs
+        self._states = 0
+
+    def state(self, layer, size):
+        """Add one recurrent state as graph input `state_in_<k>` and return
+        `(input name, output name)`; the converter feeds the output."""
+        from onnx import TensorProto
+
+        index = self._states
+        self._states += 1
+        name_in, name_out = f"state_in_{index}", f"state_out_{index}"
+        self.graph.add_input(name_in, TensorProto.FLOAT, ["batch", int(size)])
+        self.streaming.setdefault("states", []).append(
+            {"input": name_in, "output": name_out, "size": int(size), "layer": layer.name}
+        )
+        return name_in, name_out
+
+    def extra_output(self, value, name, shape):
+        """Expose `value` as graph output `name` after the model's outputs."""
+        self.pending_outputs.append((value, name, shape))
+
+
+def _functional(model):
+    """The functional graph behind `model` (a Sequential's inner one)."""
     import keras
 
-    inputs = _io.model_inputs(model, "model")
-    if len(inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(
-            "`model` must have exactly one input and one output for the native "
-            f"exporter; {_FALLBACK}. Received: {len(inputs)} inputs, "
-            f"{len(model.outputs)} outputs"
-        )
-    layers = list(model.layers)
-    if not layers or not isinstance(layers[0], keras.layers.InputLayer):
-        raise ValueError(f"`model` must be a functional model; {_FALLBACK}")
-    shape = tuple(inputs[0].shape)
-    if len(shape) != 2 or "int" not in str(inputs[0].dtype):
-        raise ValueError(
-            "`model` input must be integer token ids of shape (batch_size, "
-            f"sequence_length); {_FALLBACK}. Received: shape={shape}, "
-            f"dtype={inputs[0].dtype}"
-        )
-    previous = layers[0]
-    for layer in layers[1:]:
-        if isinstance(layer, keras.layers.Embedding) and layer.mask_zero:
-            raise _unsupported(layer, "with mask_zero=True")
-        try:
-            connected = layer.input is previous.output
-        except (AttributeError, ValueError):
-            connected = False
-        if not connected:
-            raise _unsupported(layer, "not fed by the single previous layer")
-        previous = layer
-    if previous.output is not model.outputs[0]:
-        raise ValueError(f"`model` output is not its last layer's; {_FALLBACK}")
-    return layers[1:]
+    if isinstance(model, keras.Sequential):
+        inner = getattr(model, "_functional", None)
+        if inner is None:
+            raise NativeUnsupported(None, "is a Sequential model that was never built with an Input")
+        return inner
+    if not hasattr(model, "_nodes_by_depth"):
+        raise NativeUnsupported(None, f"is a subclassed {type(model).__name__}, not a functional model")
+    return model
 
 
-def _recurrent(graph, layer, x, time_major):
-    from keraseq.layers.lstm import LSTM
-    from keraseq.layers.simple_rnn import SimpleRNN
+def _graph_nodes(functional):
+    """The model's call nodes in execution order (deepest first)."""
+    by_depth = functional._nodes_by_depth
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            yield node
 
-    if not layer.return_sequences:
-        raise _unsupported(layer, "with return_sequences=False")
-    for flag in ("return_state", "stateful"):
-        if getattr(layer, flag, False):
-            raise _unsupported(layer, f"with {flag}=True")
-    cell = layer.cell
-    bias = _numpy(cell.bias) if getattr(cell, "bias", None) is not None else None
-    kernel, recurrent = _numpy(cell.kernel), _numpy(cell.recurrent_kernel)
-    activation = _activation_name(cell.activation)
-    attrs = {"hidden_size": int(cell.units)}
-    if isinstance(layer, LSTM):
-        recurrent_activation = _activation_name(cell.recurrent_activation)
-        if activation != "tanh" or recurrent_activation != "sigmoid":
-            raise _unsupported(
-                layer,
-                f"with activation={activation!r}, recurrent_activation="
-                f"{recurrent_activation!r}; only tanh/sigmoid",
-            )
-        op = "LSTM"
-        w, r, b = lstm_to_onnx(kernel, recurrent, bias)
-    elif isinstance(layer, SimpleRNN):
-        if activation not in _RNN_ACTIVATIONS:
-            raise _unsupported(
-                layer, f"with activation={activation!r}; only tanh, relu, sigmoid"
-            )
-        op = "RNN"
-        w, r, b = simple_rnn_to_onnx(kernel, recurrent, bias)
-        if activation != "tanh":
-            attrs["activations"] = [_RNN_ACTIVATIONS[activation]]
-    else:  # pragma: no cover - the caller dispatches on these two types
-        raise _unsupported(layer, "of an unknown recurrent type")
-    go_backwards = bool(layer.go_backwards)
-    attrs["direction"] = "reverse" if go_backwards else "forward"
-    if graph.opset >= 14:
-        attrs["layout"] = 0
-    if not time_major:
-        x = graph.node("Transpose", [x], layer.name, perm=[1, 0, 2])
-    inputs = [
-        x,
-        graph.const(f"{layer.name}_W", w),
-        graph.const(f"{layer.name}_R", r),
-        graph.const(f"{layer.name}_B", b),
-    ]
-    y = graph.node(op, inputs, layer.name, **attrs)  # (T, 1, batch, units)
-    y = graph.node(
-        "Squeeze", [y, graph.const("axes", np.array([1], np.int64))], layer.name
-    )
-    if go_backwards:
-        # ONNX aligns a reverse pass's outputs with the input positions; Keras
-        # returns them in processing order (last input step first).
-        y = graph.node(
-            "Slice",
-            [
-                y,
-                graph.const("starts", np.array([-1], np.int64)),
-                graph.const("ends", np.array([np.iinfo(np.int64).min], np.int64)),
-                graph.const("axes", np.array([0], np.int64)),
-                graph.const("steps", np.array([-1], np.int64)),
-            ],
-            layer.name,
-        )
-    if getattr(layer, "output_units", None) is not None:
-        y = graph.node(
-            "MatMul", [y, graph.const(f"{layer.name}_Wy", _numpy(cell.output_kernel))],
-            layer.name,
-        )
-        y = graph.node(
-            "Add", [y, graph.const(f"{layer.name}_by", _numpy(cell.output_bias))],
-            layer.name,
-        )
-    return y
+
+def _dims(shape, names=("batch", "sequence")):
+    out = []
+    for axis, dim in enumerate(shape):
+        if dim is None:
+            out.append(names[axis] if axis < len(names) else f"dim_{axis}")
+        else:
+            out.append(int(dim))
+    return out
+
+
+def _elem_type(dtype):
+    from onnx import TensorProto
+
+    dtype = str(dtype)
+    if "int" in dtype:
+        return TensorProto.INT32 if dtype.endswith("32") else TensorProto.INT64
+    if dtype == "bool":
+        return TensorProto.BOOL
+    return TensorProto.FLOAT
+
+
+def _default_names(model, inputs):
+    if len(inputs) == 1 and "int" in str(inputs[0].dtype):
+        input_names = ["tokens"]
+    else:
+        input_names = [f"input_{i}" for i in range(len(inputs))]
+    if len(model.outputs) == 1 and input_names == ["tokens"]:
+        output_names = ["logits"]
+    else:
+        output_names = [f"output_{i}" for i in range(len(model.outputs))]
+    return input_names, output_names
 
 
 def build_native_model(
-    model, opset=17, input_name="tokens", output_name="logits", source_backend=None
+    model,
+    opset=DEFAULT_OPSET,
+    input_names=None,
+    output_names=None,
+    source_backend=None,
+    mode="full",
 ):
-    """The `onnx.ModelProto` of `model` (see `export_native`), checked."""
+    """The checked `onnx.ModelProto` of `model` (see `export_native`)."""
     import keras
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     from keraseq.export import onnx_export
-    from keraseq.layers.lstm import LSTM
-    from keraseq.layers.simple_rnn import SimpleRNN
 
-    _io.check_opset(opset)
+    check_native_opset(opset)
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
     if not _io.is_model(model):
         raise ValueError(f"`model` must be a keras.Model. Received: model={model!r}")
-    layers = _check_chain(model)
-    graph = _Graph(opset)
-    x, time_major, seen_embedding, seen_recurrent = input_name, False, False, False
-    for layer in layers:
-        if isinstance(layer, keras.layers.Embedding) and not seen_embedding:
-            table = graph.const(f"{layer.name}_table", _numpy(layer.embeddings))
-            x = graph.node("Gather", [table, x], layer.name, axis=0)
-            seen_embedding = True
-        elif isinstance(layer, (LSTM, SimpleRNN)) and seen_embedding:
-            x = _recurrent(graph, layer, x, time_major)
-            time_major, seen_recurrent = True, True
-        elif (
-            isinstance(layer, keras.layers.Dense)
-            and seen_recurrent
-            and layer is layers[-1]
-        ):
-            activation = _activation_name(layer.activation)
-            if activation != "linear":
-                raise _unsupported(layer, f"with activation={activation!r}")
-            x = graph.node(
-                "MatMul", [x, graph.const(f"{layer.name}_W", _numpy(layer.kernel))],
-                layer.name,
-            )
-            if layer.bias is not None:
-                x = graph.node(
-                    "Add", [x, graph.const(f"{layer.name}_b", _numpy(layer.bias))],
-                    layer.name,
-                )
-        else:
-            raise _unsupported(
-                layer,
-                "outside the chain Embedding -> LSTM/SimpleRNN... -> optional "
-                "linear Dense",
-            )
-    if not seen_recurrent:
+    _refuse_stateful(model)
+    functional = _functional(model)
+    inputs = _io.model_inputs(model, "model")
+    default_in, default_out = _default_names(model, inputs)
+    input_names = list(input_names) if input_names else default_in
+    output_names = list(output_names) if output_names else default_out
+    if len(input_names) != len(inputs) or len(output_names) != len(model.outputs):
         raise ValueError(
-            f"`model` has no keraseq LSTM/SimpleRNN layer; {_FALLBACK}"
+            f"`input_names` / `output_names` must hold {len(inputs)} / "
+            f"{len(model.outputs)} names. Received: input_names={input_names!r}, "
+            f"output_names={output_names!r}"
         )
-    if time_major:
-        x = graph.node("Transpose", [x], "output", perm=[1, 0, 2])
-    graph.nodes.append(helper.make_node("Identity", [x], [output_name], name="output"))
-    features = int(model.outputs[0].shape[-1])
+
+    graph = Graph(opset)
+    ctx = Context(graph, mode)
+    values = {}  # id(KerasTensor) -> ONNX value name
+    for tensor, name in zip(inputs, input_names):
+        graph.add_input(name, _elem_type(tensor.dtype), _dims(tensor.shape))
+        values[id(tensor)] = name
+        if "int" in str(tensor.dtype) and ctx.tokens is None:
+            ctx.tokens = name
+    if mode != "full" and ctx.tokens is None:
+        raise NativeUnsupported(None, f"has no integer token input for mode={mode!r}")
+
+    seen = set()
+    for node in _graph_nodes(functional):
+        layer = node.operation
+        if id(layer) in seen:
+            raise NativeUnsupported(layer, "is called more than once (shared weights)")
+        seen.add(id(layer))
+        if any(id(t) not in values for t in node.input_tensors):
+            raise NativeUnsupported(layer, "has an input computed outside the graph")
+        convert = _converter_for(layer)
+        if convert is None:
+            raise NativeUnsupported(layer, "is of a type the native exporter does not know")
+        args, kwargs = node.arguments.fill_in(values)
+        outputs = convert(ctx, layer, list(args), dict(kwargs))
+        if isinstance(outputs, str):
+            outputs = [outputs]
+        if len(outputs) != len(node.outputs):
+            raise NativeUnsupported(layer, "returns a structure the converter does not")
+        for tensor, name in zip(node.outputs, outputs):
+            values[id(tensor)] = name
+
+    for tensor, name in zip(model.outputs, output_names):
+        if id(tensor) not in values:
+            raise NativeUnsupported(None, f"output {name!r} is not computed by the graph")
+        graph.add_output(values[id(tensor)], name, _elem_type(tensor.dtype), _dims(tensor.shape))
+    for value, name, shape in ctx.pending_outputs:
+        graph.add_output(value, name, _elem_type("float32"), shape)
+    if mode == "step" and "states" not in ctx.streaming:
+        raise NativeUnsupported(None, "has no recurrent layer for a streaming step graph")
+
     proto = helper.make_model(
         helper.make_graph(
-            graph.nodes,
-            model.name or "keraseq",
-            [helper.make_tensor_value_info(
-                input_name, TensorProto.INT32, ["batch", "sequence"])],
-            [helper.make_tensor_value_info(
-                output_name, TensorProto.FLOAT, ["batch", "sequence", features])],
+            graph.nodes, model.name or "keraseq", graph.inputs, graph.outputs,
             initializer=graph.initializers,
         ),
-        opset_imports=[helper.make_opsetid("", opset)],
+        opset_imports=[helper.make_opsetid(d, v) for d, v in graph.domains.items()],
         producer_name="keraseq.export.native",
     )
     onnx.checker.check_model(proto)
-    onnx_export._set_metadata(proto, {
+    metadata = {
         "keraseq_version": onnx_export._keraseq_version(),
         "keras_version": keras.__version__,
         "source_backend": source_backend or keras.backend.backend(),
         "converter": "keraseq.native",
-    })
+    }
+    if mode != "full":
+        metadata["keraseq_streaming"] = json.dumps(ctx.streaming)
+    onnx_export._set_metadata(proto, metadata)
     onnx_export._check_loads_in_onnxruntime(proto)
     return proto
 
 
-def export_native(model, path, opset=17, *, input_name="tokens",
-                  output_name="logits", source_backend=None):
-    """Export a recurrent language model to ONNX with native LSTM/RNN nodes.
+def check_native_opset(opset):
+    if isinstance(opset, bool) or not isinstance(opset, int) or not (
+        DEFAULT_OPSET <= opset <= MAX_NATIVE_OPSET
+    ):
+        raise ValueError(
+            f"`opset` must be an int between {DEFAULT_OPSET} and {MAX_NATIVE_OPSET} "
+            f"for the native exporter. Received: opset={opset!r}"
+        )
 
-    Embedding → `Gather`; each keraseq `LSTM` / `SimpleRNN` → `Transpose` to
-    time-major (once, before the first), one ONNX `LSTM` / `RNN` node
-    (`direction="reverse"` plus a time flip for `go_backwards=True`) and
-    `Squeeze` of the direction axis (`output_units` → `MatMul` + `Add`);
-    `Dense` → `MatMul` + `Add`; `Transpose` back to batch-first. The input
-    (int32 `(batch, sequence)`) and output (float32 `(batch, sequence,
-    features)`) have dynamic axes named `"batch"` and `"sequence"`. The graph
-    is checked with `onnx.checker.check_model`, loaded once in onnxruntime and
-    written atomically.
+
+def _refuse_stateful(model):
+    for layer in getattr(model, "layers", []):
+        if getattr(layer, "stateful", False):
+            raise ValueError(
+                f"`model` layer {layer.name!r} is stateful: its state would be "
+                "lost in a full-sequence ONNX graph; export a stateless copy "
+                "with mode='step' for streaming. Received: stateful=True"
+            )
+
+
+def export_native(model, path, opset=DEFAULT_OPSET, *, input_names=None,
+                  output_names=None, source_backend=None, mode="full"):
+    """Export a Keras model to ONNX with native operators, without TensorFlow.
+
+    Each layer is converted from its attributes and weights: `Embedding` →
+    `Gather`; keraseq `LSTM` / `SimpleRNN` → `Transpose` to time-major, one
+    ONNX `LSTM` / `RNN` node (`layout=0`; `direction="reverse"` plus a time
+    flip for `go_backwards=True`; a right-padded Keras mask becomes
+    `sequence_lens` with Keras's carry-forward of the last output restored)
+    and `Transpose` back (`output_units` → `MatMul` + `Add`); `Dense` →
+    `MatMul` + `Add` (+ activation); attention layers → one fused attention
+    node. Dynamic axes are named `"batch"` and `"sequence"`. The graph is
+    checked with `onnx.checker.check_model`, loaded once in onnxruntime and
+    written atomically (a temporary file renamed onto `path`).
 
     Args:
-        model: a functional `keras.Model` that is a simple chain (see module doc).
+        model: a functional or Sequential `keras.Model` whose layers all have a
+            converter (see the module docstring).
         path: str or os.PathLike ending in `.onnx`; its directory must exist.
-        opset: int, default 17: between 13 and 18.
-        input_name: default `"tokens"`. output_name: default `"logits"`.
+        opset: int, default 17: the default-domain opset, 17 to 23.
+        input_names: default `None`: one name per model input (`"tokens"` for
+            a single integer input, else `input_<i>`).
+        output_names: default `None` (`"logits"` for a token model, else
+            `output_<i>`).
         source_backend: default `None` (the current backend), for the metadata.
+        mode: default `"full"`; `"step"`, `"prefill"` or `"decode"` write a
+            streaming graph (module docstring).
 
     Returns:
         `path` as a str.
 
     Raises:
-        ValueError: a bad argument, or a layer / setting with no native
-            converter (the message names the layer and the reason).
+        NativeUnsupported: (a `ValueError`) a layer or setting with no native
+            converter; the message names the layer and the reason.
+        ValueError: a bad argument, named with the value received.
     """
     path = _io.check_onnx_path(path, "path")
-    for argument, value in (("input_name", input_name), ("output_name", output_name)):
-        _io.check_names(value, argument, count=1)
-    proto = build_native_model(model, opset, input_name, output_name, source_backend)
+    for argument, value in (("input_names", input_names), ("output_names", output_names)):
+        _io.check_names(value, argument)
+    proto = build_native_model(model, opset, input_names, output_names, source_backend, mode)
     _io.atomic_write_bytes(proto.SerializeToString(), path)
     return path
+
+
+STREAMING_FILES = {
+    "recurrent": {"step": "model.step.onnx"},
+    "attention": {"prefill": "model.prefill.onnx", "decode": "model.decode.onnx"},
+}
+
+
+def streaming_kind(model):
+    """`"recurrent"` or `"attention"`: which streaming graphs `model` gets."""
+    from keraseq.layers.lstm import LSTM
+    from keraseq.layers.simple_rnn import SimpleRNN
+
+    layers = getattr(model, "layers", [])
+    if any(isinstance(layer, (LSTM, SimpleRNN)) for layer in layers):
+        return "recurrent"
+    return "attention"
+
+
+def export_streaming(model, directory, opset=DEFAULT_OPSET, *, source_backend=None):
+    """Write the streaming graphs of a language model into `directory`.
+
+    Recurrent models get `model.step.onnx` (`tokens (batch, sequence)` plus
+    one `state_in_<k>` per recurrent state → `logits` plus `state_out_<k>`);
+    attention models get `model.prefill.onnx` and `model.decode.onnx` (a key /
+    value cache per layer). Each file is written atomically.
+
+    Args:
+        model: a keraseq language model (token ids → logits).
+        directory: an existing directory.
+        opset: default 17.
+        source_backend: default `None`, for the metadata.
+
+    Returns:
+        A dict mode → written path.
+
+    Raises:
+        NativeUnsupported: a layer the streaming graph cannot express.
+        ValueError: `directory` is not an existing directory.
+    """
+    import os
+
+    if not isinstance(directory, (str, os.PathLike)) or not os.path.isdir(directory):
+        raise ValueError(
+            f"`directory` must be an existing directory. Received: directory={directory!r}"
+        )
+    files = STREAMING_FILES[streaming_kind(model)]
+    protos = {
+        mode: build_native_model(model, opset, source_backend=source_backend, mode=mode)
+        for mode in files
+    }
+    written = {}
+    for mode, proto in protos.items():
+        path = os.path.join(os.fspath(directory), files[mode])
+        _io.atomic_write_bytes(proto.SerializeToString(), path)
+        written[mode] = path
+    return written

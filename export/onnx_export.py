@@ -26,6 +26,7 @@ from keraseq.export import _io
 _CHILD_MARKER = "KERASEQ_EXPORT_CHILD"
 # Prefix of the error line the conversion child prints last on stderr.
 _ERROR_PREFIX = "keraseq.export error: "
+METHODS = ("auto", "native", "tf2onnx")
 _AUTO_INPUT_NAME = re.compile(r"^keras_tensor(_\d+)?$|^input_layer(_\d+)?$")
 
 
@@ -46,6 +47,10 @@ class ExportResult:
         keras_version: the Keras version that converted the model.
         converted_in: `"in-process"` (TensorFlow backend) or `"subprocess"`.
         seconds: wall-clock time of the whole export.
+        method: the converter used: `"native"` (ONNX operators written from
+            the layers, `keraseq.export.native`) or `"tf2onnx"`.
+        fallback_reason: with `method="auto"`, why the native exporter could
+            not take the model (the layer and setting), else `None`.
     """
 
     path: str
@@ -60,6 +65,8 @@ class ExportResult:
     keras_version: str
     converted_in: str
     seconds: float
+    method: str = "tf2onnx"
+    fallback_reason: str = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -73,11 +80,15 @@ def export_onnx(
     output_names=None,
     *,
     source_backend=None,
-    method="tf2onnx",
+    method="auto",
 ):
     """Export a Keras model to an ONNX file with dynamic batch and sequence axes.
 
-    The model is traced under the TensorFlow backend with an input signature
+    By default (`method="auto"`) the graph is written natively from the layers
+    (`keraseq.export.native`: one ONNX `LSTM` / `RNN` node per recurrent
+    layer, fused attention, no TensorFlow) when every layer has a converter.
+    Otherwise — and always with `method="tf2onnx"` — the model is traced
+    under the TensorFlow backend with an input signature
     whose batch axis (0) and, when the Keras input leaves it unspecified,
     sequence axis (1) are dynamic, and converted by tf2onnx. Dynamic axes of the
     graph inputs and outputs are named `"batch"` (axis 0) and `"sequence"`
@@ -98,8 +109,8 @@ def export_onnx(
         model_or_path: a functional or Sequential `keras.Model`, the path of a
             `.keras` file, or a directory containing `model.keras`.
         path: str or os.PathLike ending in `.onnx`; its directory must exist.
-        opset: int, default 17: the ONNX opset, between 13 and 18 (tf2onnx 1.17
-            writes at most 18).
+        opset: int, default 17: the default-domain ONNX opset: 17 to 23 for
+            the native exporter, 13 to 18 for tf2onnx (1.17 writes at most 18).
         input_names: default `None`: list of graph input names, one per model
             input. `None` gives `"tokens"` for a single integer input, else the
             Keras input names (auto-generated ones become `input_<i>`).
@@ -110,10 +121,15 @@ def export_onnx(
         source_backend: default `None`: the backend the model was trained
             under, recorded in the metadata. `None` means the current backend for
             a model object and `"unknown"` for a path.
-        method: default `"tf2onnx"`: the converter. `"native"` (opt-in) loads
-            the model in this process under the current backend and writes
-            native ONNX `LSTM` / `RNN` nodes with `keraseq.export.native`
-            (recurrent language models only; other models raise ValueError).
+        method: default `"auto"`: the converter. `"native"` writes the graph
+            from the layers with `keraseq.export.native` in this process, under
+            any backend and without TensorFlow (native ONNX `LSTM` / `RNN` /
+            attention nodes); a layer it cannot express raises
+            `NativeUnsupported` naming the layer. `"tf2onnx"` traces the model
+            under TensorFlow (recurrent cells become an ONNX `Loop`). `"auto"`
+            tries native and falls back to tf2onnx for the whole model when a
+            layer has no native converter; `ExportResult.method` and
+            `fallback_reason` say which ran and why.
 
     Returns:
         An `ExportResult` (path, opset, input/output names, shapes and dtypes,
@@ -137,7 +153,18 @@ def export_onnx(
     start = time.perf_counter()
     import keras
 
-    _io.check_opset(opset)
+    from keraseq.export.native import MAX_NATIVE_OPSET
+
+    if method == "tf2onnx":
+        _io.check_opset(opset)
+    elif isinstance(opset, bool) or not isinstance(opset, int) or not (
+        _io.MIN_OPSET <= opset <= MAX_NATIVE_OPSET
+    ):
+        raise ValueError(
+            f"`opset` must be an int between {_io.MIN_OPSET} and {MAX_NATIVE_OPSET} "
+            f"(17 and above for the native exporter, {_io.MAX_OPSET} at most for "
+            f"tf2onnx). Received: opset={opset!r}"
+        )
     path = _io.check_onnx_path(path, "path")
     input_names = _io.check_names(input_names, "input_names")
     output_names = _io.check_names(output_names, "output_names")
@@ -146,9 +173,9 @@ def export_onnx(
             "`source_backend` must be None or a str. "
             f"Received: source_backend={source_backend!r}"
         )
-    if method not in ("tf2onnx", "native"):
+    if method not in METHODS:
         raise ValueError(
-            "`method` must be 'tf2onnx' or 'native'. "
+            f"`method` must be one of {METHODS}. "
             f"Received: method={method!r}"
         )
     if _io.is_model(model_or_path):
@@ -162,40 +189,44 @@ def export_onnx(
     else:
         _io.load_model(model_or_path)  # raises the ValueError for the type
 
-    if method == "native":
+    fallback = None
+    if method in ("auto", "native"):
         from keraseq.export import native
 
         model = _io.load_model(model_or_path)
-        for argument, names in (("input_names", input_names),
-                                ("output_names", output_names)):
-            if names is not None and len(names) != 1:
-                raise ValueError(
-                    f"`{argument}` must hold one name for method='native'. "
-                    f"Received: {argument}={names!r}"
-                )
-        proto = native.build_native_model(
-            model,
-            opset,
-            input_names[0] if input_names else "tokens",
-            output_names[0] if output_names else "logits",
-            source_backend,
-        )
-        _io.atomic_write_bytes(proto.SerializeToString(), path)
-        info = describe_onnx_model(proto)
-        converted_in = "in-process"
-    elif keras.backend.backend() == "tensorflow":
-        model = _io.load_model(model_or_path)
-        proto = build_onnx_model(
-            model, opset, input_names, output_names, source_backend
-        )
-        _io.atomic_write_bytes(proto.SerializeToString(), path)
-        info = describe_onnx_model(proto)
-        converted_in = "in-process"
-    else:
-        info = _export_in_subprocess(
-            model_or_path, path, opset, input_names, output_names, source_backend
-        )
-        converted_in = "subprocess"
+        try:
+            if method == "auto" and opset < native.DEFAULT_OPSET:
+                raise native.NativeUnsupported(
+                    None, f"asks for opset {opset} (the native exporter writes "
+                    f"{native.DEFAULT_OPSET} to {native.MAX_NATIVE_OPSET})")
+            proto = native.build_native_model(
+                model, opset, input_names, output_names, source_backend
+            )
+        except native.NativeUnsupported as error:
+            if method == "native":
+                raise
+            fallback = str(error).replace(f"; {native.FALLBACK_HINT}", "")
+            model_or_path = model
+        else:
+            _io.atomic_write_bytes(proto.SerializeToString(), path)
+            info = describe_onnx_model(proto)
+            converted_in, used = "in-process", "native"
+    if method == "tf2onnx" or fallback is not None:
+        used = "tf2onnx"
+        _io.check_opset(opset)
+        if keras.backend.backend() == "tensorflow":
+            model = _io.load_model(model_or_path)
+            proto = build_onnx_model(
+                model, opset, input_names, output_names, source_backend
+            )
+            _io.atomic_write_bytes(proto.SerializeToString(), path)
+            info = describe_onnx_model(proto)
+            converted_in = "in-process"
+        else:
+            info = _export_in_subprocess(
+                model_or_path, path, opset, input_names, output_names, source_backend
+            )
+            converted_in = "subprocess"
     return ExportResult(
         path=path,
         opset=info["opset"],
@@ -209,6 +240,8 @@ def export_onnx(
         keras_version=keras.__version__,
         converted_in=converted_in,
         seconds=time.perf_counter() - start,
+        method=used,
+        fallback_reason=fallback,
     )
 
 
