@@ -35,6 +35,9 @@ def main(argv=None):
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        from keraseq._keras import import_keras
+
+        import_keras()  # TensorFlow's C++ start-up lines muted, as `import keraseq` once did
         from keraseq.export.onnx_export import export_onnx
 
         result = export_onnx(
@@ -44,6 +47,7 @@ def main(argv=None):
             input_names=_names(args.input_names),
             output_names=_names(args.output_names),
             source_backend=args.source_backend,
+            method="tf2onnx",  # the parent asked for tf2onnx (or fell back to it)
         )
     except Exception as error:  # noqa: BLE001 - reported to the parent
         traceback.print_exc(file=sys.stderr)

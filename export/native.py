@@ -167,6 +167,15 @@ class Graph:
             self.domains[domain] = 1
         return names[0] if outputs == 1 else names
 
+    def require_opset(self, version):
+        """Raise the default-domain opset to at least `version`, for an
+        operator newer than the requested opset (the opset-23 `Attention`);
+        the other converters emit operators whose semantics did not change
+        up to `MAX_NATIVE_OPSET`."""
+        if version > self.opset:
+            self.opset = version
+            self.domains[""] = version
+
     def add_input(self, name, elem_type, shape):
         self.inputs.append(self.helper.make_tensor_value_info(name, elem_type, shape))
         return name
@@ -199,6 +208,11 @@ class Context:
         self.streaming = {"kind": mode}
         self.pending_outputs = []  # (value, name, shape) added after the model's outputs
         self._states = 0
+        # The Keras node being converted and the map id(KerasTensor) -> ONNX
+        # value name, for converters that read what a node does not record
+        # (Keras masks passed at call time, input ranks).
+        self.node = None
+        self.values = {}
 
     def state(self, layer, size):
         """Add one recurrent state as graph input `state_in_<k>` and return
@@ -265,10 +279,9 @@ def _elem_type(dtype):
 
 
 def _default_names(model, inputs):
-    if len(inputs) == 1 and "int" in str(inputs[0].dtype):
-        input_names = ["tokens"]
-    else:
-        input_names = [f"input_{i}" for i in range(len(inputs))]
+    from keraseq.export.onnx_export import default_input_names
+
+    input_names = default_input_names(inputs)
     if len(model.outputs) == 1 and input_names == ["tokens"]:
         output_names = ["logits"]
     else:
@@ -300,20 +313,19 @@ def build_native_model(
     functional = _functional(model)
     inputs = _io.model_inputs(model, "model")
     default_in, default_out = _default_names(model, inputs)
-    input_names = list(input_names) if input_names else default_in
-    output_names = list(output_names) if output_names else default_out
-    if len(input_names) != len(inputs) or len(output_names) != len(model.outputs):
-        raise ValueError(
-            f"`input_names` / `output_names` must hold {len(inputs)} / "
-            f"{len(model.outputs)} names. Received: input_names={input_names!r}, "
-            f"output_names={output_names!r}"
-        )
+    input_names = _io.check_names(input_names, "input_names", len(inputs)) or default_in
+    output_names = (
+        _io.check_names(output_names, "output_names", len(model.outputs)) or default_out
+    )
 
     graph = Graph(opset)
     ctx = Context(graph, mode)
-    values = {}  # id(KerasTensor) -> ONNX value name
-    for tensor, name in zip(inputs, input_names):
-        graph.add_input(name, _elem_type(tensor.dtype), _dims(tensor.shape))
+    values = ctx.values  # id(KerasTensor) -> ONNX value name
+    for index, (tensor, name) in enumerate(zip(inputs, input_names)):
+        # One length name per input: onnxruntime plans buffers assuming equal
+        # dim_params are equal sizes (a query of 9 against keys of 4 fails).
+        sequence = "sequence" if index == 0 else f"sequence_{index}"
+        graph.add_input(name, _elem_type(tensor.dtype), _dims(tensor.shape, ("batch", sequence)))
         values[id(tensor)] = name
         if "int" in str(tensor.dtype) and ctx.tokens is None:
             ctx.tokens = name
@@ -332,6 +344,7 @@ def build_native_model(
         if convert is None:
             raise NativeUnsupported(layer, "is of a type the native exporter does not know")
         args, kwargs = node.arguments.fill_in(values)
+        ctx.node = node
         outputs = convert(ctx, layer, list(args), dict(kwargs))
         if isinstance(outputs, str):
             outputs = [outputs]
@@ -348,6 +361,8 @@ def build_native_model(
         graph.add_output(value, name, _elem_type("float32"), shape)
     if mode == "step" and "states" not in ctx.streaming:
         raise NativeUnsupported(None, "has no recurrent layer for a streaming step graph")
+    if mode in ("prefill", "decode") and not ctx.streaming.get("num_layers"):
+        raise NativeUnsupported(None, f"has no attention layer for a mode={mode!r} graph")
 
     proto = helper.make_model(
         helper.make_graph(
@@ -398,8 +413,8 @@ def export_native(model, path, opset=DEFAULT_OPSET, *, input_names=None,
     Each layer is converted from its attributes and weights: `Embedding` →
     `Gather`; keraseq `LSTM` / `SimpleRNN` → `Transpose` to time-major, one
     ONNX `LSTM` / `RNN` node (`layout=0`; `direction="reverse"` plus a time
-    flip for `go_backwards=True`; a right-padded Keras mask becomes
-    `sequence_lens` with Keras's carry-forward of the last output restored)
+    flip for `go_backwards=True`; a Keras mask becomes `sequence_lens` over
+    the unmasked steps, with Keras's carry-forward of the last output restored)
     and `Transpose` back (`output_units` → `MatMul` + `Add`); `Dense` →
     `MatMul` + `Add` (+ activation); attention layers → one fused attention
     node. Dynamic axes are named `"batch"` and `"sequence"`. The graph is
@@ -410,9 +425,11 @@ def export_native(model, path, opset=DEFAULT_OPSET, *, input_names=None,
         model: a functional or Sequential `keras.Model` whose layers all have a
             converter (see the module docstring).
         path: str or os.PathLike ending in `.onnx`; its directory must exist.
-        opset: int, default 17: the default-domain opset, 17 to 23.
+        opset: int, default 17: the default-domain opset, 17 to 23; a model
+            with attention is written at 23 (the `Attention` operator's).
         input_names: default `None`: one name per model input (`"tokens"` for
-            a single integer input, else `input_<i>`).
+            a single integer input, else the Keras input names, `input_<i>`
+            for auto-generated ones).
         output_names: default `None` (`"logits"` for a token model, else
             `output_<i>`).
         source_backend: default `None` (the current backend), for the metadata.

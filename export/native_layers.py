@@ -28,8 +28,13 @@ def _only_input(layer, args, kwargs):
 
 
 def apply_activation(graph, x, name, layer, hint):
-    """`x` through the Keras activation `name` (`None` / linear: unchanged)."""
-    if name in (None, "linear"):
+    """`x` through the Keras activation `name` (`"linear"`: unchanged).
+
+    `name` is `None` for a function that is not a Keras built-in: refused
+    (exporting it as linear would silently change the model)."""
+    if name is None:
+        raise NativeUnsupported(layer, "uses a custom activation function")
+    if name == "linear":
         return x
     simple = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "elu": "Elu",
               "softplus": "Softplus", "softsign": "Softsign"}
@@ -63,6 +68,25 @@ def not_equal(ctx, op, args, kwargs):
     graph = ctx.graph
     other = graph.node("CastLike", [graph.const("scalar", np.array(args[1])), args[0]], op.name)
     return graph.node("Not", [graph.node("Equal", [args[0], other], op.name)], op.name)
+
+
+_BINARY_OPS = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Divide": "Div"}
+
+
+@converter(*_BINARY_OPS)
+def binary_op(ctx, op, args, kwargs):
+    """`x + y`, `x - y`, `x * y`, `x / y` between tensors or a tensor and a
+    Python number (e.g. the residual `x + layer(x)` in a functional model)."""
+    if len(args) != 2 or kwargs or not any(isinstance(a, str) for a in args):
+        raise NativeUnsupported(op, "has operands the converter cannot read")
+    graph = ctx.graph
+    tensor = args[0] if isinstance(args[0], str) else args[1]
+    operands = [
+        a if isinstance(a, str)
+        else graph.node("CastLike", [graph.const("scalar", np.array(a)), tensor], op.name)
+        for a in args
+    ]
+    return graph.node(_BINARY_OPS[type(op).__name__], operands, op.name)
 
 
 @converter(keras.layers.Dense)

@@ -76,7 +76,7 @@ def lm_export(tmp_path_factory):
     keras.utils.set_random_seed(7)
     model = _build_lm()
     path = tmp_path_factory.mktemp("lm") / "lm.onnx"
-    result = export_onnx(model, path)
+    result = export_onnx(model, path, method="tf2onnx")  # this file tests tf2onnx
     return model, result
 
 
@@ -556,11 +556,11 @@ def test_failed_conversion_leaves_no_file(lm_export, tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "_run_child", failing_child)
     target = tmp_path / "model.onnx"
     with pytest.raises(RuntimeError, match="forced conversion failure"):
-        export_onnx(model, target)
+        export_onnx(model, target, method="tf2onnx")
     assert os.listdir(tmp_path) == []
     target.write_bytes(b"previous export")
     with pytest.raises(RuntimeError, match="forced conversion failure"):
-        export_onnx(model, target)
+        export_onnx(model, target, method="tf2onnx")
     assert target.read_bytes() == b"previous export"
     assert os.listdir(tmp_path) == ["model.onnx"]
 
@@ -604,8 +604,12 @@ _EXPORT_BAD_ARGUMENTS = [
     ("dir", {}, r"`model_or_path` is a directory without a 'model.keras'.*empty_dir"),
     ("text", {}, r"`model_or_path` is not a .keras file.*notes.keras"),
     ("number", {}, r"`model_or_path` must be a keras.Model.*model_or_path=42"),
-    ("model", {"opset": 12}, r"`opset` must be between 13 and 18.*opset=12"),
-    ("model", {"opset": 19}, r"`opset` must be between 13 and 18.*opset=19"),
+    ("model", {"opset": 12, "method": "tf2onnx"}, r"`opset` must be between 13 and 18.*opset=12"),
+    ("model", {"opset": 19, "method": "tf2onnx"}, r"`opset` must be between 13 and 18.*opset=19"),
+    ("model", {"opset": 12}, r"`opset` must be an int between 13 and 23.*opset=12"),
+    ("model", {"opset": 24}, r"`opset` must be an int between 13 and 23.*opset=24"),
+    ("model", {"opset": 16, "method": "native"}, r"`opset` must be an int between 17 and 23"),
+    ("model", {"method": "onnx"}, r"`method` must be one of \('auto', 'native', 'tf2onnx'\).*'onnx'"),
     ("model", {"opset": "17"}, r"`opset` must be an int.*opset='17'"),
     ("model", {"opset": True}, r"`opset` must be an int.*opset=True"),
     ("model", {"path": "model.txt"}, r"`path` must end in '.onnx'.*path='model.txt'"),
