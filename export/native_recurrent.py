@@ -42,15 +42,11 @@ padding, left padding, gaps), in three pieces around the node:
 For a right-padded mask (the usual case) the compaction is the identity. A
 left-padded row `[0, 0, a, b, c]` is run as `[a, b, c, ·, ·]` with length 3
 and gives `[0, 0, y(a), y(a, b), y(a, b, c)]`, as Keras does, and the same
-last output as the unpadded `[a, b, c]`; a row with gaps likewise. (The
-previous converter assumed right padding: for that row it ran the first 3
-positions `[pad, pad, a]` through the recurrence, with the padding's
-embedding, and repeated `y(pad, pad, a)` after them, i.e. other numbers than
-Keras, silently.) The price, measured against that right-padding-only graph
+last output as the unpadded `[a, b, c]`; a row with gaps likewise. The
+price of the compaction, measured against a right-padding-only graph
 (onnxruntime, 2 threads): +6 µs (+8 %) at batch 1, T=86 and +12 µs (+6 %) at
 T=256 for a 1-layer masked LSTM(64) classifier; no measurable difference for
-2 layers at batch 1; at batch 32 the row `Gather` read-back is faster than
-the `GatherElements` it replaced. The mask tensors are built once per mask and
+2 layers at batch 1 or at batch 32. The mask tensors are built once per mask and
 shared by the layers that receive it. With `go_backwards=True` the sequence
 and its mask are reversed (as Keras does) and run forward.
 

@@ -1,51 +1,85 @@
 """keraseq: the classic path from recurrent networks to attention as Keras 3 layers.
 
-Importing keraseq registers its layers with Keras (package "keraseq"), so
-`keras.saving.load_model` can rebuild models that use them.
+`import keraseq` is cheap and imports neither Keras nor any backend: the layer
+classes (`keraseq.LSTM`, ...) and the submodules (`keraseq.layers`,
+`keraseq.models`, `keraseq.text`, `keraseq.generation`, `keraseq.export`,
+`keraseq.sampling`, `keraseq.runtime`) are loaded on first access (PEP 562).
+That keeps `keraseq generate DIR --onnx` (onnxruntime and numpy only) free of
+Keras.
+
+Importing `keraseq.layers` (or touching any layer class) registers keraseq's
+layers with Keras (package "keraseq"), so that `keras.saving.load_model` can
+rebuild models that use them; `keraseq.load_model(path)` does both.
 """
 
-import os as _os
-import sys as _sys
+import importlib
 
 __version__ = "0.1.0"
 
+# The names of `keraseq.layers.__all__` (a test keeps the two lists equal); they
+# are listed here so that `dir(keraseq)` and `__all__` need no Keras import.
+_LAYER_NAMES = (
+    "SimpleRNNCell",
+    "SimpleRNN",
+    "LSTMCell",
+    "LSTM",
+    "SinePositionEncoding",
+    "PositionEmbedding",
+    "TokenAndPositionEmbedding",
+    "MultiHeadAttention",
+    "TransformerBlock",
+)
+_SUBMODULES = (
+    "layers",
+    "models",
+    "text",
+    "generation",
+    "export",
+    "sampling",
+    "runtime",
+)
 
-def _import_keras_quietly():
-    """Import Keras with native stderr muted, unless KERASEQ_VERBOSE is set.
+__all__ = [*_LAYER_NAMES, "load_model"]
 
-    With the TensorFlow backend, TF 2.21 writes C++ start-up lines
-    (`I0000 ... cudart_stub.cc`, oneDNN notes) straight to file descriptor 2,
-    ignoring TF_CPP_MIN_LOG_LEVEL. They would bury the command line's one-line
-    messages. Python exceptions raised by the import propagate unchanged, after
-    stderr is restored.
+
+def __getattr__(name):
+    if name in _LAYER_NAMES:
+        value = getattr(importlib.import_module("keraseq.layers"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"keraseq.{name}")
+    else:
+        raise AttributeError(f"module 'keraseq' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_LAYER_NAMES, *_SUBMODULES})
+
+
+def load_model(path, **kwargs):
+    """Load a `.keras` model that may use keraseq layers.
+
+    Imports `keraseq.layers` (which registers keraseq's layers with Keras),
+    then calls `keras.saving.load_model(path, **kwargs)`.
+
+    Args:
+        path: str or path-like, a `.keras` file.
+        **kwargs: passed to `keras.saving.load_model` (`custom_objects`,
+            `compile`, `safe_mode`).
+
+    Returns:
+        The `keras.Model`.
+
+    Raises:
+        Whatever `keras.saving.load_model` raises for a missing or damaged file.
+
+    Example:
+
+    ```python
+    model = keraseq.load_model("runs/shakespeare-char-lstm/model.keras")
+    ```
     """
-    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "keras" in _sys.modules or _os.environ.get("KERASEQ_VERBOSE"):
-        import keras  # noqa: F401
-        return
-    try:
-        _sys.stderr.flush()
-        saved = _os.dup(2)
-    except (OSError, ValueError):  # no usable stderr: nothing to mute
-        import keras  # noqa: F401
-        return
-    try:
-        with open(_os.devnull, "w") as devnull:
-            _os.dup2(devnull.fileno(), 2)
-            import keras
-
-            # The first op initialises the backend's devices; TensorFlow reports
-            # a missing CUDA driver (`E0000 ... cuInit`) there, so do it now.
-            keras.ops.zeros(())
-    finally:
-        _os.dup2(saved, 2)
-        _os.close(saved)
-
-
-_import_keras_quietly()
-
-from keraseq.layers import *  # noqa: E402,F401,F403
-from keraseq.layers import __all__ as _layer_names  # noqa: E402
-from keraseq import generation, models, text  # noqa: E402,F401
-
-__all__ = list(_layer_names)
+    importlib.import_module("keraseq.layers")
+    keras = importlib.import_module("keras")
+    return keras.saving.load_model(path, **kwargs)

@@ -48,6 +48,10 @@ _non_negative_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _typed(
     float, lambda v: v > 0 and math.isfinite(v), "a finite number > 0"
 )
+_non_negative_float = _typed(
+    float, lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0"
+)
+_unit_interval = _typed(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
 def build_parser():
@@ -91,19 +95,42 @@ def build_parser():
     generate.add_argument("--prompt", required=True, help="text to continue")
     generate.add_argument("--length", type=_non_negative_int, default=500,
                           help="tokens to sample (default: 500)")
-    generate.add_argument("--temperature", type=_positive_float, default=0.8,
-                          help="softmax temperature (default: 0.8)")
+    generate.add_argument("--temperature", type=_non_negative_float, default=0.8,
+                          help="softmax temperature; 0 = greedy, the most likely token "
+                          "every step (default: 0.8)")
     generate.add_argument("--top-k", type=_positive_int, default=None,
                           help="sample among the K most likely tokens (default: all)")
     generate.add_argument("--seed", type=_non_negative_int, default=0,
                           help="random seed; the same seed gives the same text (default: 0)")
+    generate.add_argument("--onnx", action="store_true",
+                          help="sample with the streaming ONNX graphs of DIR (written by "
+                          "`keraseq export DIR --streaming`) using onnxruntime and numpy "
+                          "only: no Keras, no backend, model.keras not needed")
+    generate.add_argument("--threads", type=_positive_int, default=None,
+                          help="with --onnx: onnxruntime intra-op threads "
+                          "(default: onnxruntime's choice)")
 
     export = commands.add_parser("export", help="export to ONNX and check parity")
     export.add_argument("dir", metavar="DIR", help="directory written by `keraseq train`")
     export.add_argument("--out", metavar="FILE.onnx", default=None,
                         help="ONNX file to write (default: DIR/model.onnx)")
     export.add_argument("--opset", type=_positive_int, default=17,
-                        help="ONNX opset (default: 17)")
+                        help="ONNX opset (default: 17; native 17-23, tf2onnx 13-18)")
+    export.add_argument("--method", choices=("native", "tf2onnx"), default=None,
+                        help="converter: native ONNX LSTM/RNN/attention nodes written from "
+                        "the layers, or tf2onnx (a Loop for the recurrent cells); default: "
+                        "native where every layer has a converter, else tf2onnx with a note")
+    export.add_argument("--streaming", action="store_true",
+                        help="also write the streaming graphs for `keraseq generate --onnx`: "
+                        "DIR/model.step.onnx (recurrent) or DIR/model.prefill.onnx + "
+                        "DIR/model.decode.onnx (transformer), checked token by token")
+    export.add_argument("--quantize", choices=("int8",), default=None,
+                        help="also write an int8 copy (onnxruntime dynamic quantization) "
+                        "next to FILE.onnx, kept only if it agrees with float on the "
+                        "held-out text")
+    export.add_argument("--min-agreement", type=_unit_interval, default=0.99,
+                        help="with --quantize: least next-token agreement with the float "
+                        "graph on held-out text for the int8 file to be kept (default: 0.99)")
     return parser
 
 
@@ -130,13 +157,11 @@ def _read_run(directory):
 
 
 def _load_run(directory):
-    import keras
-
-    import keraseq  # noqa: F401  (registers the layers for deserialization)
+    import keraseq
 
     config, vocabulary = _read_run(directory)
     try:
-        model = keras.saving.load_model(directory / "model.keras")
+        model = keraseq.load_model(directory / "model.keras")
     except Exception as error:  # a damaged or foreign file
         raise UsageError(
             f"{str(directory / 'model.keras')!r} is not a loadable .keras model "
@@ -170,8 +195,9 @@ def _prompt_for(text, level):
 
 # -- commands ------------------------------------------------------------------
 def cmd_train(args):
-    import keras
+    from keraseq._keras import import_keras
 
+    keras = import_keras()  # quietly: TensorFlow's C++ start-up lines muted
     from keraseq.generation import generate
     from keraseq.models import compile_language_model, language_model, nats_to_bits
     from keraseq.text import LanguageModelDataset, Vocabulary, load_corpus, split
@@ -271,7 +297,47 @@ def cmd_train(args):
     return 0
 
 
+def _generate_onnx(args):
+    """`generate --onnx`: onnxruntime and numpy only (no Keras import on this path)."""
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise UsageError(f"DIR {str(args.dir)!r} is not a directory")
+    for name in ("vocabulary.json", "config.json"):
+        if not (directory / name).is_file():
+            raise UsageError(
+                f"DIR {str(args.dir)!r} has no {name}: not a directory written by `keraseq train`"
+            )
+    try:
+        from keraseq.runtime import OnnxGenerator
+
+        generator = OnnxGenerator(directory, threads=args.threads)
+    except ImportError as error:
+        raise UsageError(
+            f"--onnx needs onnxruntime (pip install onnxruntime): {error}"
+        ) from None
+    unknown = generator.vocabulary.unknown(args.prompt)
+    if unknown:
+        raise UsageError(
+            f"--prompt has characters outside the vocabulary: "
+            f"{', '.join(repr(t) for t in unknown)}"
+        )
+    print(
+        generator.generate(
+            args.prompt,
+            length=args.length,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed,
+        )
+    )
+    return 0
+
+
 def cmd_generate(args):
+    if args.onnx:
+        return _generate_onnx(args)
+    if args.threads is not None:
+        raise UsageError("--threads applies to --onnx only")
     from keraseq.generation import generate
 
     directory = _run_directory(args.dir)
@@ -296,6 +362,18 @@ def cmd_generate(args):
     return 0
 
 
+def _held_out(config, vocabulary):
+    """Held-out windows (the last 10 % of the corpus) and their next tokens."""
+    from keraseq.text import load_corpus, split, windows
+
+    text = load_corpus(config["corpus"])
+    ids = vocabulary.encode(text)
+    if config.get("max_tokens"):
+        ids = ids[: int(config["max_tokens"])]
+    _, validation_ids = split(ids, validation_fraction=0.1)
+    return windows(validation_ids, int(config["sequence_length"]))
+
+
 def cmd_export(args):
     directory = _run_directory(args.dir)
     out = Path(args.out) if args.out else directory / "model.onnx"
@@ -303,23 +381,20 @@ def cmd_export(args):
         raise UsageError(f"--out must end in .onnx, got {str(out)!r}")
 
     from keraseq.export import check_parity, export_onnx
-    from keraseq.text import load_corpus, split, windows
 
     config, vocabulary = _read_run(directory)
     length = int(config["sequence_length"])
+    backend = config.get("backend", "?")
     result = export_onnx(
         directory / "model.keras", out, opset=args.opset,
-        source_backend=config.get("backend"),
+        source_backend=config.get("backend"), method=args.method or "auto",
     )
-    print(f"wrote {result.path} (opset {result.opset}, model trained under {config.get('backend', '?')}, "
-          f"{result.seconds:.1f} s)")
+    if result.fallback_reason:
+        print(f"note: {result.fallback_reason}; exported with tf2onnx instead")
+    print(f"wrote {result.path} ({result.method}, opset {result.opset}, model trained under "
+          f"{backend}, {result.seconds:.1f} s)")
 
-    text = load_corpus(config["corpus"])
-    ids = vocabulary.encode(text)
-    if config.get("max_tokens"):
-        ids = ids[: int(config["max_tokens"])]
-    _, validation_ids = split(ids, validation_fraction=0.1)
-    x, _ = windows(validation_ids, length)
+    x, y = _held_out(config, vocabulary)
     held_out = [x[start : start + 8] for start in range(0, min(len(x), 16), 8) if len(x[start:start + 8])]
     report = check_parity(
         directory / "model.keras", out, inputs=held_out, training_length=length
@@ -332,7 +407,36 @@ def cmd_export(args):
     print(f"parity passed: max |onnx - keras| = {report.max_abs:.2e} "
           f"(max relative {report.max_rel:.1e}), within {report.tolerance_text()}; "
           "next-token agreement 100%")
+    status = 0
+    if args.streaming:
+        status = max(status, _export_streaming(directory, config, held_out[0][:4]))
+    if args.quantize:
+        status = max(status, _export_int8(out, x, y, args.min_agreement))
+    return status
+
+
+def _export_streaming(directory, config, tokens):
+    from keraseq.export.native import export_streaming
+    from keraseq.export.streaming import check_streaming_parity, save_report
+
+    model, _, _ = _load_run(directory)
+    files = export_streaming(model, directory, source_backend=config.get("backend"))
+    report = check_streaming_parity(model, files, tokens)
+    report_path = save_report(report, directory / "model.streaming.json")
+    print(f"wrote {', '.join(str(Path(p)) for p in files.values())}")
+    print(report.table())
+    print(f"streaming report: {report_path}")
+    if not report.passed:
+        print(f"{PROG}: streaming parity failed: max |onnx - keras| = {report.max_abs:.2e}",
+              file=sys.stderr)
+        return 1
+    print(f"streaming parity passed: max |onnx - keras| = {report.max_abs:.2e} over "
+          "every position, token by token and in two chunks")
     return 0
+
+
+def _export_int8(out, x, y, min_agreement):
+    raise NotImplementedError  # wired once keraseq.export.quantize lands
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export}

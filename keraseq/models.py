@@ -2,15 +2,19 @@
 
 import math
 
-import keras
+from keraseq._keras import import_keras
 
-from keraseq.layers import (
+import_keras()
+
+import keras  # noqa: E402
+
+from keraseq.layers import (  # noqa: E402
     LSTM,
     SimpleRNN,
     TokenAndPositionEmbedding,
     TransformerBlock,
 )
-from keraseq.layers._validation import check_positive_int, check_rate
+from keraseq._validation import check_positive_int, check_rate  # noqa: E402
 
 ARCHITECTURES = ("lstm", "rnn", "transformer")
 

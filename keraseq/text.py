@@ -16,20 +16,30 @@ model.fit(train, validation_data=(x_val, y_val), epochs=1)
 
 `Vocabulary` wraps `keras.layers.StringLookup`, which uses TensorFlow
 internally (TensorFlow must be installed, whatever the Keras backend).
+Tokenization, decoding and the vocabulary file are implemented once, without
+Keras, in `keraseq._tokens` (re-exported here), and shared with
+`keraseq.runtime`.
 """
 
-import collections
-import json
 import os
-import re
 from pathlib import Path
 
-import keras
-import numpy as np
+from keraseq._keras import import_keras
 
-from keraseq.layers._validation import (
+import_keras()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keraseq._tokens import (  # noqa: E402,F401
+    LEVELS,
+    OOV_TOKEN,
+    TokenVocabulary,
+    detokenize,
+    tokenize,
+)
+from keraseq._validation import (  # noqa: E402
     check_bool,
-    check_choice,
     check_non_negative_int,
     check_positive_int,
     is_int,
@@ -56,19 +66,7 @@ CORPORA = {
 }
 """Bundled corpora: name -> file in `keraseq/data/` (see GUIDE §4 for sources)."""
 
-LEVELS = ("char", "word")
-
-OOV_TOKEN = "[UNK]"
-DEFAULT_MAX_WORD_TOKENS = 10000
-
 _DATA_DIR = Path(__file__).resolve().parent / "data"
-
-# A word (letters, digits, underscores, with inner apostrophes as in "don't"),
-# a single punctuation mark or symbol, or a newline. Other whitespace is dropped.
-_WORD_PATTERN = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s]|\n")
-_PUNCTUATION = re.compile(r"[^\w\s]")
-_OPENING = frozenset("([{\u201c\u2018\u00bf\u00a1")
-_JOINERS = frozenset("-")
 
 
 def _as_ids(ids, name="ids"):
@@ -167,104 +165,10 @@ def load_corpus(corpus):
     return text
 
 
-# ---------------------------------------------------------------- tokens
-
-
-def tokenize(text, level):
-    """Split text into character or word tokens.
-
-    - `"char"`: every character is a token (whitespace and newlines included),
-      so `"".join(tokens) == text`.
-    - `"word"`: tokens are words (runs of letters, digits and underscores,
-      with inner apostrophes kept, e.g. `"don't"`), single punctuation marks or
-      symbols, and newlines (`"\\n"`). Other whitespace is dropped.
-
-    Args:
-        text: string.
-        level: `"char"` or `"word"`.
-
-    Returns:
-        A list of strings.
-
-    Raises:
-        ValueError: if `level` is not `"char"` or `"word"`, or `text` is not a
-            string.
-
-    Example:
-
-    ```python
-    tokenize("Don't stop!\\nGo.", "word")
-    # ["Don't", 'stop', '!', '\\n', 'Go', '.']
-    ```
-    """
-    check_choice("level", level, LEVELS)
-    if not isinstance(text, str):
-        raise ValueError(f"`text` must be a string. Received: text of type {type(text).__name__}")
-    if level == "char":
-        return list(text)
-    return _WORD_PATTERN.findall(text)
-
-
-def detokenize(tokens, level):
-    """Join tokens back into readable text; the inverse of `tokenize`.
-
-    `"char"` tokens are concatenated. `"word"` tokens are joined with single
-    spaces, except: no space before or after a newline, no space before a
-    punctuation mark (`.`, `,`, `!`, a closing bracket...), no space after an
-    opening bracket, none around `-`, and straight double quotes alternate
-    between opening (no space after) and closing (no space before). The
-    result tokenizes back to the same word tokens.
-
-    Args:
-        tokens: iterable of strings.
-        level: `"char"` or `"word"`.
-
-    Returns:
-        A string.
-
-    Raises:
-        ValueError: if `level` is not `"char"` or `"word"`.
-
-    Example:
-
-    ```python
-    detokenize(["Don't", "stop", "!", "\\n", "Go", "."], "word")
-    # "Don't stop!\\nGo."
-    ```
-    """
-    check_choice("level", level, LEVELS)
-    tokens = list(tokens)
-    if level == "char":
-        return "".join(tokens)
-    pieces = []
-    previous = None
-    previous_opens = False  # the previous token wants no space after it
-    quote_open = False
-    for token in tokens:
-        opens = token in _OPENING
-        closes = bool(_PUNCTUATION.fullmatch(token)) and not opens
-        if token == '"':
-            opens, closes = not quote_open, quote_open
-            quote_open = not quote_open
-        space = not (
-            previous is None
-            or previous == "\n"
-            or token == "\n"
-            or previous_opens
-            or closes
-            or previous in _JOINERS
-        )
-        if space:
-            pieces.append(" ")
-        pieces.append(token)
-        previous, previous_opens = token, opens
-    return "".join(pieces)
-
-
 # ---------------------------------------------------------------- vocabulary
 
 
-class Vocabulary:
+class Vocabulary(TokenVocabulary):
     """A token vocabulary backed by `keras.layers.StringLookup`.
 
     Index 0 is the out-of-vocabulary token `"[UNK]"`; the tokens follow from
@@ -278,6 +182,10 @@ class Vocabulary:
     (`lookup.get_vocabulary()`) with numpy: Keras's inverse `StringLookup`
     cannot return strings on the JAX backend (it raises "string arrays can only
     be made from NumPy arrays"), so this keeps all backends on one path.
+    Everything but the layer (`decode`, `unknown`, `save`, `load`,
+    `from_text`) is inherited from `keraseq._tokens.TokenVocabulary`, the
+    Keras-free vocabulary of `keraseq.runtime`, which encodes to the same ids
+    by dictionary look-up.
 
     Args:
         tokens: sequence of distinct, non-empty strings, without `"[UNK]"`;
@@ -299,111 +207,19 @@ class Vocabulary:
     """
 
     def __init__(self, tokens, level="char"):
-        check_choice("level", level, LEVELS)
-        if isinstance(tokens, str):
-            raise ValueError(
-                "`tokens` must be a sequence of strings, not a single string. "
-                f"Received: tokens={tokens[:50]!r}"
-            )
-        tokens = list(tokens)
-        if not tokens:
-            raise ValueError("`tokens` must not be empty. Received: tokens=[]")
-        for token in tokens:
-            if not isinstance(token, str) or not token:
-                raise ValueError(
-                    f"`tokens` must all be non-empty strings. Received a token {token!r}"
-                )
-            if level == "char" and len(token) != 1:
-                raise ValueError(
-                    '`tokens` of a level="char" vocabulary must be single characters. '
-                    f"Received a token {token!r}"
-                )
-        if OOV_TOKEN in tokens:
-            raise ValueError(
-                f"`tokens` must not contain the out-of-vocabulary token {OOV_TOKEN!r} "
-                "(it is index 0 already)."
-            )
-        duplicates = [t for t, n in collections.Counter(tokens).items() if n > 1]
-        if duplicates:
-            raise ValueError(
-                f"`tokens` must be distinct. Received duplicates: {duplicates[:10]!r}"
-            )
-        self._tokens = tokens
-        self._level = level
+        super().__init__(tokens, level=level)
         self._lookup = keras.layers.StringLookup(
-            vocabulary=tokens, num_oov_indices=1, oov_token=OOV_TOKEN, mask_token=None
+            vocabulary=self._tokens, num_oov_indices=1, oov_token=OOV_TOKEN, mask_token=None
         )
         self._table = np.array(self._lookup.get_vocabulary(), dtype=object)  # id -> token
-        self._known = frozenset(tokens)
-
-    @classmethod
-    def from_text(cls, text, level="char", max_tokens=None):
-        """Build a vocabulary from the tokens of `text`.
-
-        Tokens are ordered by descending count, ties broken by lexicographic
-        (code point) order, and only the `max_tokens` most frequent are kept.
-
-        Args:
-            text: string.
-            level: `"char"` or `"word"`, default `"char"`.
-            max_tokens: int or `None`, default `None`. How many tokens to keep
-                (not counting `"[UNK]"`); `None` keeps every character at
-                `"char"` level and the 10000 most frequent words at `"word"`
-                level.
-
-        Returns:
-            A `Vocabulary`.
-
-        Raises:
-            ValueError: if `text` is empty or not a string, `level` is
-                invalid, or `max_tokens` is not a positive integer or `None`.
-        """
-        check_choice("level", level, LEVELS)
-        if max_tokens is not None:
-            max_tokens = check_positive_int("max_tokens", max_tokens)
-        elif level == "word":
-            max_tokens = DEFAULT_MAX_WORD_TOKENS
-        tokens = tokenize(text, level)
-        if not tokens:
-            raise ValueError(f"`text` has no {level} tokens. Received: text={text[:50]!r}")
-        counts = collections.Counter(tokens)
-        ordered = sorted(counts, key=lambda token: (-counts[token], token))
-        if max_tokens is not None:
-            ordered = ordered[:max_tokens]
-        return cls(ordered, level=level)
-
-    @property
-    def tokens(self):
-        """The tokens, without `"[UNK]"`; token `tokens[i]` has id `i + 1`."""
-        return list(self._tokens)
-
-    @property
-    def level(self):
-        """`"char"` or `"word"`."""
-        return self._level
-
-    @property
-    def size(self):
-        """Number of ids, `len(tokens) + 1` (the model's vocabulary size)."""
-        return len(self._tokens) + 1
 
     @property
     def lookup(self):
         """The `keras.layers.StringLookup` layer that maps tokens to ids."""
         return self._lookup
 
-    def __repr__(self):
-        return f"Vocabulary(level={self._level!r}, size={self.size})"
-
-    def __eq__(self, other):
-        if not isinstance(other, Vocabulary):
-            return NotImplemented
-        return self._level == other._level and self._tokens == other._tokens
-
-    __hash__ = None
-
     def encode(self, text):
-        """Token ids of `text`.
+        """Token ids of `text`, from the `StringLookup` layer.
 
         Args:
             text: string.
@@ -417,54 +233,6 @@ class Vocabulary:
             return np.zeros((0,), dtype=np.int32)
         ids = self._lookup(np.array(tokens))
         return keras.ops.convert_to_numpy(ids).astype(np.int32)
-
-    def _check_ids(self, ids):
-        array = np.asarray(ids)
-        if array.size and not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(
-                f"`ids` must be integer token ids. Received: ids with dtype={array.dtype}"
-            )
-        if array.size and (array.min() < 0 or array.max() >= self.size):
-            raise ValueError(
-                f"`ids` must be in [0, {self.size}) for a vocabulary of size {self.size}. "
-                f"Received: ids with min={array.min()} and max={array.max()}"
-            )
-        return array.astype(np.int64)
-
-    def decode(self, ids):
-        """Text of token ids (the inverse of `encode` for known tokens).
-
-        Id 0 decodes to the literal `"[UNK]"`. Word tokens are joined by
-        `detokenize`.
-
-        Args:
-            ids: 1-D sequence or array of integer ids.
-
-        Returns:
-            A string.
-
-        Raises:
-            ValueError: if `ids` is not 1-D (a scalar counts as one id), not
-                integer, or out of `[0, size)`.
-        """
-        array = self._check_ids(ids)
-        if array.ndim == 0:
-            array = array.reshape(1)
-        if array.ndim != 1:
-            raise ValueError(f"`ids` must be 1-D. Received: ids with shape={array.shape}")
-        return detokenize(self._table[array].tolist(), self._level)
-
-    def unknown(self, text):
-        """Distinct tokens of `text` that are not in the vocabulary.
-
-        Args:
-            text: string.
-
-        Returns:
-            A list of strings, in order of first appearance in `text`.
-        """
-        tokens = tokenize(text, self._level)
-        return list(dict.fromkeys(t for t in tokens if t not in self._known))
 
     def one_hot(self, ids):
         """One-hot encoding of token ids.
@@ -481,57 +249,6 @@ class Vocabulary:
         array = self._check_ids(ids)
         encoded = keras.ops.one_hot(array.astype(np.int32), self.size, dtype="float32")
         return keras.ops.convert_to_numpy(encoded)
-
-    def save(self, path):
-        """Write the vocabulary as JSON, `{"level": ..., "tokens": [...]}`.
-
-        JSON (UTF-8) is used because tokens include `"\\n"` and spaces.
-
-        Args:
-            path: string or path-like.
-        """
-        payload = {"level": self._level, "tokens": self._tokens}
-        Path(path).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path):
-        """Read a vocabulary written by `save`.
-
-        Args:
-            path: string or path-like.
-
-        Returns:
-            A `Vocabulary`.
-
-        Raises:
-            ValueError: naming `path` if the file is missing, is not JSON, or
-                does not hold a valid `{"level": ..., "tokens": [...]}`.
-        """
-        where = f"path={str(path)!r}"
-        file = Path(path)
-        if not file.is_file():
-            raise ValueError(f"`path` is not an existing vocabulary file. Received: {where}")
-        try:
-            payload = json.loads(file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(
-                f"`path` is not a JSON vocabulary file ({error}). Received: {where}"
-            ) from None
-        if (
-            not isinstance(payload, dict)
-            or not isinstance(payload.get("tokens"), list)
-            or "level" not in payload
-        ):
-            raise ValueError(
-                '`path` must hold a JSON object {"level": ..., "tokens": [...]}. '
-                f"Received: {where}"
-            )
-        try:
-            return cls(payload["tokens"], level=payload["level"])
-        except ValueError as error:
-            raise ValueError(
-                f"`path` holds an invalid vocabulary: {error} Received: {where}"
-            ) from None
 
 
 # ---------------------------------------------------------------- splits and batches

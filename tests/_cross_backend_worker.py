@@ -59,11 +59,11 @@ def zoo():
 
 
 def run(directory):
-    import keraseq  # noqa: F401  (registers the layers)
+    import keraseq
 
     backend = keras.backend.backend()
     for path in sorted(Path(directory).glob("*.keras")):
-        model = keras.saving.load_model(path)
+        model = keraseq.load_model(path)  # registers keraseq's layers, then keras.saving
         x = np.load(path.with_suffix(".input.npy"))
         y = keras.ops.convert_to_numpy(model(x, training=False))
         np.save(path.with_suffix(f".{backend}.npy"), y)

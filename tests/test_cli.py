@@ -106,8 +106,10 @@ def test_bad_training_arguments(tmp_path, capsys):
 def test_bad_generate_and_export_arguments(trained_run, tmp_path, capsys):
     before = sorted(p.name for p in trained_run.iterdir())
     _fails(["generate", str(trained_run), "--prompt", "héllo~"], capsys, ["'é'", "'~'"])
-    _fails(["generate", str(trained_run), "--prompt", "a", "--temperature", "0"], capsys,
-           ["--temperature"])
+    _fails(["generate", str(trained_run), "--prompt", "a", "--temperature", "-1"], capsys,
+           ["--temperature"])  # 0 is greedy decoding: allowed
+    _fails(["generate", str(trained_run), "--prompt", "a", "--threads", "2"], capsys,
+           ["--threads", "--onnx"])
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
     _fails(["export", str(empty_dir)], capsys, [str(empty_dir), "model.keras"])

@@ -1,14 +1,22 @@
-"""keraseq layers: explicit recurrences, positional embeddings and attention."""
+"""keraseq layers: explicit recurrences, positional embeddings and attention.
 
-from keraseq.layers.attention import MultiHeadAttention
-from keraseq.layers.embeddings import (
+Importing this package registers the layers with Keras (package "keraseq"), so
+that `keras.saving.load_model` can rebuild models that use them.
+"""
+
+from keraseq._keras import import_keras
+
+import_keras()  # first, so that Keras is imported quietly (see keraseq._keras)
+
+from keraseq.layers.attention import MultiHeadAttention  # noqa: E402
+from keraseq.layers.embeddings import (  # noqa: E402
     PositionEmbedding,
     SinePositionEncoding,
     TokenAndPositionEmbedding,
 )
-from keraseq.layers.lstm import LSTM, LSTMCell
-from keraseq.layers.simple_rnn import SimpleRNN, SimpleRNNCell
-from keraseq.layers.transformer import TransformerBlock
+from keraseq.layers.lstm import LSTM, LSTMCell  # noqa: E402
+from keraseq.layers.simple_rnn import SimpleRNN, SimpleRNNCell  # noqa: E402
+from keraseq.layers.transformer import TransformerBlock  # noqa: E402
 
 __all__ = [
     "SimpleRNNCell",

@@ -1,0 +1,52 @@
+"""The one place keraseq imports Keras: quietly, and only when a module needs it.
+
+Every keraseq module that uses Keras (`keraseq.layers`, `keraseq.text`,
+`keraseq.models`, ...) calls `import_keras()` before its own `import keras`, so
+the first import happens here, with TensorFlow's native start-up lines muted.
+`import keraseq` alone does not import Keras (see `keraseq/__init__.py`), which
+keeps the ONNX generation path (`keraseq.runtime`) free of Keras and of every
+backend.
+"""
+
+import os
+import sys
+
+
+def import_keras():
+    """Import Keras with native stderr muted, unless KERASEQ_VERBOSE is set.
+
+    With the TensorFlow backend, TF 2.21 writes C++ start-up lines
+    (`I0000 ... cudart_stub.cc`, oneDNN notes) straight to file descriptor 2,
+    ignoring TF_CPP_MIN_LOG_LEVEL. They would bury the command line's one-line
+    messages. Python exceptions raised by the import propagate unchanged, after
+    stderr is restored. Calling it again costs a dictionary lookup.
+
+    Returns:
+        The `keras` module.
+    """
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("KERASEQ_VERBOSE"):
+        import keras
+
+        return keras
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to mute
+        import keras
+
+        return keras
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras
+
+            # The first op initialises the backend's devices; TensorFlow reports
+            # a missing CUDA driver (`E0000 ... cuInit`) there, so do it now.
+            keras.ops.zeros(())
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return keras
