@@ -436,7 +436,16 @@ def _export_streaming(directory, config, tokens):
 
 
 def _export_int8(out, x, y, min_agreement):
-    raise NotImplementedError  # wired once keraseq.export.quantize lands
+    from keraseq.export.quantize import int8_path, quantize_for_export
+
+    report = quantize_for_export(out, int8_path(out), x, y, min_agreement)
+    print(report.table())
+    print(f"quantization report: {report.report_path}")
+    if not report.shipped:
+        print(f"{PROG}: int8 model not written: {report.reason}", file=sys.stderr)
+        return 1
+    print(f"wrote {report.out_path}")
+    return 0
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export}

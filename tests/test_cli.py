@@ -66,6 +66,32 @@ def test_train_generate_export(tmp_path, architecture, capsys):
     assert {1, 24, 72} <= lengths
     labels = " ".join(case["case"] for case in report["cases"])
     assert "held-out" in labels
+    assert "(native, opset" in printed  # every layer of the three LMs has a converter
+
+    # Streaming graphs: checked token by token and in two chunks against Keras,
+    # then generation with onnxruntime alone gives Keras's greedy text.
+    assert main(["export", str(out), "--streaming", "--out", str(out / "again.onnx")]) == 0
+    printed = capsys.readouterr().out
+    assert "streaming parity passed" in printed
+    streaming = json.loads((out / "model.streaming.json").read_text())
+    assert streaming["passed"] and streaming["max_abs"] <= 1e-5
+    assert {c["case"].split(" (")[0] for c in streaming["cases"]} == {"token by token", "two chunks"}
+    greedy = ["generate", str(out), "--prompt", "ROMEO:", "--length", "12", "--temperature", "0"]
+    assert main(greedy) == 0
+    keras_text = capsys.readouterr().out
+    assert main([*greedy, "--onnx"]) == 0
+    assert capsys.readouterr().out == keras_text
+
+    # int8: kept at a low bar (a 16-unit model trained for one epoch); refused,
+    # with nothing written, at an agreement no int8 graph of it reaches.
+    assert main(["export", str(out), "--quantize", "int8", "--min-agreement", "0.5"]) == 0
+    quantized = json.loads((out / "model.int8.quantization.json").read_text())
+    assert quantized["shipped"] and (out / "model.int8.onnx").is_file()
+    assert quantized["int8_bytes"] < quantized["float_bytes"]
+    (out / "model.int8.onnx").unlink()
+    if quantized["agreement"] < 1.0:
+        assert main(["export", str(out), "--quantize", "int8", "--min-agreement", "1"]) == 1
+        assert not (out / "model.int8.onnx").exists()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +149,32 @@ def test_bad_generate_and_export_arguments(trained_run, tmp_path, capsys):
     _fails(["export", str(fake)], capsys, ["model.keras"])
     assert not (fake / "model.onnx").exists()
     _fails(["generate", str(fake), "--prompt", "a"], capsys, ["model.keras"])
+    for bad, mention in ((["--method", "onnx"], "--method"), (["--quantize", "int4"], "--quantize"),
+                         (["--min-agreement", "0"], "--min-agreement"),
+                         (["--min-agreement", "1.5"], "--min-agreement")):
+        _fails(["export", str(trained_run), *bad], capsys, [mention])
     assert sorted(p.name for p in trained_run.iterdir()) == before
+
+
+def test_export_layer_without_converter(trained_run, tmp_path, capsys):
+    # A run whose model has a layer the native exporter does not know (Conv1D):
+    # --method native refuses it naming the layer; the default falls back to
+    # tf2onnx and says why.
+    run = tmp_path / "conv"
+    run.mkdir()
+    for name in ("vocabulary.json", "config.json"):
+        (run / name).write_bytes((trained_run / name).read_bytes())
+    vocabulary = len(json.loads((run / "vocabulary.json").read_text())["tokens"]) + 1
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(vocabulary, 8)(tokens)
+    x = keras.layers.Conv1D(8, 3, padding="causal", name="conv")(x)
+    keras.Model(tokens, keras.layers.Dense(vocabulary)(x)).save(run / "model.keras")
+    _fails(["export", str(run), "--method", "native"], capsys, ["'conv'", "Conv1D"])
+    assert not (run / "model.onnx").exists()
+    assert main(["export", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert "note: layer 'conv' (Conv1D)" in printed and "tf2onnx instead" in printed
+    assert "(tf2onnx, opset 17" in printed and "parity passed" in printed
 
 
 def test_python_dash_m_entry_point():
