@@ -79,7 +79,7 @@ from onnx import TensorProto
 
 from keraseq.export import native
 from keraseq.export.native import NativeUnsupported, activation_name, converter, numpy_weight
-from keraseq.export.native_layers import apply_activation, dense
+from keraseq.export.native_layers import apply_activation, dense, emit_layer_norm
 from keraseq.layers.attention import MultiHeadAttention
 from keraseq.layers.embeddings import (
     PositionEmbedding,
@@ -150,24 +150,6 @@ def _implicit_mask(ctx, layer, tensor):
     """The ONNX name of the Keras mask riding on KerasTensor `tensor`, or None."""
     mask = getattr(tensor, "_keras_mask", None) if tensor is not None else None
     return None if mask is None else _keras_value(ctx, mask, layer)
-
-
-def _layer_norm(graph, layer, x):
-    """A Keras `LayerNormalization` over the last axis (a sublayer, never called
-    symbolically, so its width comes from its weights)."""
-    axis = list(layer.axis) if isinstance(layer.axis, (list, tuple)) else [layer.axis]
-    if axis not in ([-1], [2]):  # the sublayers see (batch, sequence, hidden_dim)
-        raise NativeUnsupported(layer, f"normalizes axis={layer.axis!r}, not the last axis")
-    if getattr(layer, "rms_scaling", False):
-        raise NativeUnsupported(layer, "uses rms_scaling=True")
-    width = int((layer.gamma if layer.scale else layer.beta).shape[-1])
-    scale = numpy_weight(layer.gamma) if layer.scale else np.ones(width, np.float32)
-    bias = numpy_weight(layer.beta) if layer.center else np.zeros(width, np.float32)
-    return graph.node(
-        "LayerNormalization",
-        [x, graph.const(f"{layer.name}_scale", scale), graph.const(f"{layer.name}_bias", bias)],
-        layer.name, axis=-1, epsilon=float(layer.epsilon),
-    )
 
 
 # -- positions ----------------------------------------------------------------
@@ -529,7 +511,7 @@ def transformer_block(ctx, layer, args, kwargs):
     if not getattr(layer, "built", False):
         raise NativeUnsupported(layer, "is not built")
 
-    h = _layer_norm(graph, layer._self_attention_layer_norm, x)
+    h = emit_layer_norm(graph, layer._self_attention_layer_norm, x)
     try:
         attended = emit_attention(
             ctx, layer._self_attention, h, h, h,
@@ -539,7 +521,7 @@ def transformer_block(ctx, layer, args, kwargs):
     except NativeUnsupported as error:  # name the block, not its sublayer
         raise NativeUnsupported(layer, f"has an attention that {error.why}") from error
     x = graph.node("Add", [x, attended], layer.name)  # residual (dropout: inference)
-    h = _layer_norm(graph, layer._feedforward_layer_norm, x)
+    h = emit_layer_norm(graph, layer._feedforward_layer_norm, x)
     h = dense(ctx, layer._feedforward_intermediate_dense, [h], {})  # (B, T, intermediate)
     h = apply_activation(graph, h, activation, layer, layer.name)
     h = dense(ctx, layer._feedforward_output_dense, [h], {})  # (B, T, hidden_dim)

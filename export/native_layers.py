@@ -121,18 +121,17 @@ def add(ctx, layer, args, kwargs):
     return ctx.graph.node("Sum", list(inputs), layer.name)
 
 
-@converter(keras.layers.LayerNormalization)
-def layer_normalization(ctx, layer, args, kwargs):
-    x = _only_input(layer, args, kwargs)
-    axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
-    if axis not in (-1, [-1], (-1,)) and axis != len(layer.input.shape) - 1 and axis != (
-        len(layer.input.shape) - 1,
-    ):
+def emit_layer_norm(graph, layer, x, rank=3):
+    """A Keras `LayerNormalization` over the last axis of a rank-`rank` input
+    → one ONNX `LayerNormalization` (opset 17). The width comes from the
+    layer's weights, so it also serves sublayers that were never called
+    symbolically (the transformer block's)."""
+    axis = list(layer.axis) if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    if axis not in ([-1], [rank - 1]):
         raise NativeUnsupported(layer, f"normalizes axis={layer.axis!r}, not the last axis")
     if getattr(layer, "rms_scaling", False):
         raise NativeUnsupported(layer, "uses rms_scaling=True")
-    graph = ctx.graph
-    width = int(layer.input.shape[-1])
+    width = int((layer.gamma if layer.scale else layer.beta).shape[-1])
     scale = numpy_weight(layer.gamma) if layer.scale else np.ones(width, np.float32)
     bias = numpy_weight(layer.beta) if layer.center else np.zeros(width, np.float32)
     return graph.node(
@@ -140,3 +139,9 @@ def layer_normalization(ctx, layer, args, kwargs):
         [x, graph.const(f"{layer.name}_scale", scale), graph.const(f"{layer.name}_bias", bias)],
         layer.name, axis=-1, epsilon=float(layer.epsilon),
     )
+
+
+@converter(keras.layers.LayerNormalization)
+def layer_normalization(ctx, layer, args, kwargs):
+    x = _only_input(layer, args, kwargs)
+    return emit_layer_norm(ctx.graph, layer, x, rank=len(layer.input.shape))
