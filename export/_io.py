@@ -19,6 +19,7 @@ import zipfile
 # without a `split` input) that we do not test.
 MIN_OPSET = 13
 MAX_OPSET = 18
+DEFAULT_OPSET = 17  # what tf2onnx writes when the caller does not choose
 
 # What a graph input / output name may look like (a TensorFlow op name that is
 # also a readable ONNX value name).

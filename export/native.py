@@ -117,11 +117,12 @@ def numpy_weight(variable):
 class Graph:
     """An ONNX graph under construction: nodes, constants, inputs, outputs."""
 
-    def __init__(self, opset):
+    def __init__(self, opset, fixed=False):
         from onnx import helper
 
         self.helper = helper
         self.opset = opset
+        self.fixed = fixed  # the caller asked for this opset explicitly
         self.nodes = []
         self.initializers = []
         self.inputs = []
@@ -167,12 +168,17 @@ class Graph:
             self.domains[domain] = 1
         return names[0] if outputs == 1 else names
 
-    def require_opset(self, version):
+    def require_opset(self, version, layer=None):
         """Raise the default-domain opset to at least `version`, for an
         operator newer than the requested opset (the opset-23 `Attention`);
         the other converters emit operators whose semantics did not change
-        up to `MAX_NATIVE_OPSET`."""
+        up to `MAX_NATIVE_OPSET`. When the caller fixed the opset explicitly,
+        a higher need raises `NativeUnsupported` instead (so that
+        `method="auto"` falls back to tf2onnx at that opset)."""
         if version > self.opset:
+            if self.fixed:
+                raise NativeUnsupported(
+                    layer, f"needs ONNX opset {version}, above the requested opset {self.opset}")
             self.opset = version
             self.domains[""] = version
 
@@ -291,20 +297,23 @@ def _default_names(model, inputs):
 
 def build_native_model(
     model,
-    opset=DEFAULT_OPSET,
+    opset=None,
     input_names=None,
     output_names=None,
     source_backend=None,
     mode="full",
+    extra_metadata=None,
 ):
-    """The checked `onnx.ModelProto` of `model` (see `export_native`)."""
+    """The checked `onnx.ModelProto` of `model` (see `export_native`);
+    `extra_metadata` (dict str → str) is added to its metadata properties."""
     import keras
     import onnx
     from onnx import helper
 
     from keraseq.export import onnx_export
 
-    check_native_opset(opset)
+    if opset is not None:
+        check_native_opset(opset)
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
     if not _io.is_model(model):
@@ -318,7 +327,7 @@ def build_native_model(
         _io.check_names(output_names, "output_names", len(model.outputs)) or default_out
     )
 
-    graph = Graph(opset)
+    graph = Graph(DEFAULT_OPSET if opset is None else opset, fixed=opset is not None)
     ctx = Context(graph, mode)
     values = ctx.values  # id(KerasTensor) -> ONNX value name
     for index, (tensor, name) in enumerate(zip(inputs, input_names)):
@@ -381,6 +390,7 @@ def build_native_model(
     }
     if mode != "full":
         metadata["keraseq_streaming"] = json.dumps(ctx.streaming)
+    metadata.update(extra_metadata or {})
     onnx_export._set_metadata(proto, metadata)
     onnx_export._check_loads_in_onnxruntime(proto)
     return proto
@@ -400,13 +410,14 @@ def _refuse_stateful(model):
     for layer in getattr(model, "layers", []):
         if getattr(layer, "stateful", False):
             raise ValueError(
-                f"`model` layer {layer.name!r} is stateful: its state would be "
-                "lost in a full-sequence ONNX graph; export a stateless copy "
-                "with mode='step' for streaming. Received: stateful=True"
+                f"`model` layer {layer.name!r} is stateful: ONNX graphs carry no "
+                "state between calls. Rebuild the model with stateful=False, copy "
+                "the weights, and use `export_streaming` for a graph whose states "
+                "are explicit inputs and outputs. Received: stateful=True"
             )
 
 
-def export_native(model, path, opset=DEFAULT_OPSET, *, input_names=None,
+def export_native(model, path, opset=None, *, input_names=None,
                   output_names=None, source_backend=None, mode="full"):
     """Export a Keras model to ONNX with native operators, without TensorFlow.
 
@@ -425,8 +436,10 @@ def export_native(model, path, opset=DEFAULT_OPSET, *, input_names=None,
         model: a functional or Sequential `keras.Model` whose layers all have a
             converter (see the module docstring).
         path: str or os.PathLike ending in `.onnx`; its directory must exist.
-        opset: int, default 17: the default-domain opset, 17 to 23; a model
-            with attention is written at 23 (the `Attention` operator's).
+        opset: int or `None` (default): the default-domain opset, 17 to 23.
+            `None` writes 17, or 23 for a model with attention (the
+            `Attention` operator's); an explicit opset below what a layer
+            needs raises `NativeUnsupported`.
         input_names: default `None`: one name per model input (`"tokens"` for
             a single integer input, else the Keras input names, `input_<i>`
             for auto-generated ones).
@@ -469,7 +482,7 @@ def streaming_kind(model):
     return "attention"
 
 
-def export_streaming(model, directory, opset=DEFAULT_OPSET, *, source_backend=None):
+def export_streaming(model, directory, opset=None, *, source_backend=None, metadata=None):
     """Write the streaming graphs of a language model into `directory`.
 
     Recurrent models get `model.step.onnx` (`tokens (batch, sequence)` plus
@@ -480,8 +493,12 @@ def export_streaming(model, directory, opset=DEFAULT_OPSET, *, source_backend=No
     Args:
         model: a keraseq language model (token ids → logits).
         directory: an existing directory.
-        opset: default 17.
+        opset: default `None` (as in `export_native`).
         source_backend: default `None`, for the metadata.
+        metadata: default `None`: a dict str → str of extra ONNX metadata
+            properties written into every graph (`keraseq export` records
+            `keraseq_model_sha256`, the hash of the `.keras` file, so that
+            `keraseq generate --onnx` can refuse graphs of another model).
 
     Returns:
         A dict mode → written path.
@@ -498,7 +515,8 @@ def export_streaming(model, directory, opset=DEFAULT_OPSET, *, source_backend=No
         )
     files = STREAMING_FILES[streaming_kind(model)]
     protos = {
-        mode: build_native_model(model, opset, source_backend=source_backend, mode=mode)
+        mode: build_native_model(model, opset, source_backend=source_backend, mode=mode,
+                                 extra_metadata=metadata)
         for mode in files
     }
     written = {}

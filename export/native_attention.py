@@ -386,7 +386,7 @@ def emit_attention(ctx, layer, query, value, key=None, masks=None, ranks=None, c
     if ctx.mode == "step":
         raise NativeUnsupported(
             layer, "is attention; mode='step' is for recurrent models (use prefill/decode)")
-    graph.require_opset(ATTENTION_OPSET)
+    graph.require_opset(ATTENTION_OPSET, layer)
     heads, key_dim, value_dim = int(layer.num_heads), int(layer.key_dim), int(layer._value_dim)
     streaming = ctx.mode in _STREAMING
     if streaming:

@@ -75,7 +75,7 @@ class ExportResult:
 def export_onnx(
     model_or_path,
     path,
-    opset=17,
+    opset=None,
     input_names=None,
     output_names=None,
     *,
@@ -109,8 +109,11 @@ def export_onnx(
         model_or_path: a functional or Sequential `keras.Model`, the path of a
             `.keras` file, or a directory containing `model.keras`.
         path: str or os.PathLike ending in `.onnx`; its directory must exist.
-        opset: int, default 17: the default-domain ONNX opset: 17 to 23 for
-            the native exporter, 13 to 18 for tf2onnx (1.17 writes at most 18).
+        opset: int or `None` (default): the default-domain ONNX opset: 17 to
+            23 for the native exporter, 13 to 18 for tf2onnx (1.17 writes at
+            most 18). `None`: 17, or 23 for a native graph with attention (the
+            `Attention` operator's). An explicit opset is kept: a native layer
+            that needs a newer one makes `"auto"` fall back to tf2onnx.
         input_names: default `None`: list of graph input names, one per model
             input. `None` gives `"tokens"` for a single integer input, else the
             Keras input names (auto-generated ones become `input_<i>`).
@@ -155,16 +158,20 @@ def export_onnx(
 
     from keraseq.export.native import MAX_NATIVE_OPSET
 
-    if method == "tf2onnx":
+    if opset is None:
+        tf2onnx_opset = _io.DEFAULT_OPSET
+    elif method == "tf2onnx":
         _io.check_opset(opset)
     elif isinstance(opset, bool) or not isinstance(opset, int) or not (
         _io.MIN_OPSET <= opset <= MAX_NATIVE_OPSET
     ):
         raise ValueError(
-            f"`opset` must be an int between {_io.MIN_OPSET} and {MAX_NATIVE_OPSET} "
+            f"`opset` must be None or an int between {_io.MIN_OPSET} and {MAX_NATIVE_OPSET} "
             f"(17 and above for the native exporter, {_io.MAX_OPSET} at most for "
             f"tf2onnx). Received: opset={opset!r}"
         )
+    if opset is not None:
+        tf2onnx_opset = opset
     path = _io.check_onnx_path(path, "path")
     input_names = _io.check_names(input_names, "input_names")
     output_names = _io.check_names(output_names, "output_names")
@@ -195,7 +202,7 @@ def export_onnx(
 
         model = _io.load_model(model_or_path)
         try:
-            if method == "auto" and opset < native.DEFAULT_OPSET:
+            if method == "auto" and opset is not None and opset < native.DEFAULT_OPSET:
                 raise native.NativeUnsupported(
                     None, f"asks for opset {opset} (the native exporter writes "
                     f"{native.DEFAULT_OPSET} to {native.MAX_NATIVE_OPSET})")
@@ -212,21 +219,19 @@ def export_onnx(
             info = describe_onnx_model(proto)
             converted_in, used = "in-process", "native"
     if method == "tf2onnx" or fallback is not None:
-        used = "tf2onnx"
-        _io.check_opset(opset)
-        if keras.backend.backend() == "tensorflow":
-            model = _io.load_model(model_or_path)
-            proto = build_onnx_model(
-                model, opset, input_names, output_names, source_backend
-            )
-            _io.atomic_write_bytes(proto.SerializeToString(), path)
-            info = describe_onnx_model(proto)
-            converted_in = "in-process"
-        else:
-            info = _export_in_subprocess(
+        used, opset = "tf2onnx", tf2onnx_opset
+        try:
+            info, converted_in = _export_tf2onnx(
                 model_or_path, path, opset, input_names, output_names, source_backend
             )
-            converted_in = "subprocess"
+        except (ValueError, RuntimeError, ImportError) as error:
+            if fallback is None:
+                raise
+            message = " ".join(str(error).split())
+            raise type(error)(
+                f"The native exporter cannot take the model ({fallback}) and the tf2onnx "
+                f"fallback failed: {message}"
+            ) from error
     return ExportResult(
         path=path,
         opset=info["opset"],
@@ -243,6 +248,23 @@ def export_onnx(
         method=used,
         fallback_reason=fallback,
     )
+
+
+def _export_tf2onnx(model_or_path, path, opset, input_names, output_names, source_backend):
+    """tf2onnx: in this process under TensorFlow, else in a TensorFlow child.
+    Returns (graph description, "in-process" | "subprocess")."""
+    import keras
+
+    _io.check_opset(opset)
+    if keras.backend.backend() == "tensorflow":
+        model = _io.load_model(model_or_path)
+        proto = build_onnx_model(model, opset, input_names, output_names, source_backend)
+        _io.atomic_write_bytes(proto.SerializeToString(), path)
+        return describe_onnx_model(proto), "in-process"
+    info = _export_in_subprocess(
+        model_or_path, path, opset, input_names, output_names, source_backend
+    )
+    return info, "subprocess"
 
 
 def _refuse_stateful(model):

@@ -114,8 +114,9 @@ def build_parser():
     export.add_argument("dir", metavar="DIR", help="directory written by `keraseq train`")
     export.add_argument("--out", metavar="FILE.onnx", default=None,
                         help="ONNX file to write (default: DIR/model.onnx)")
-    export.add_argument("--opset", type=_positive_int, default=17,
-                        help="ONNX opset (default: 17; native 17-23, tf2onnx 13-18)")
+    export.add_argument("--opset", type=_positive_int, default=None,
+                        help="ONNX opset (native 17-23, tf2onnx 13-18; default: 17, or 23 "
+                        "for attention, whose native operator needs it)")
     export.add_argument("--method", choices=("native", "tf2onnx"), default=None,
                         help="converter: native ONNX LSTM/RNN/attention nodes written from "
                         "the layers, or tf2onnx (a Loop for the recurrent cells); default: "
@@ -128,7 +129,7 @@ def build_parser():
                         help="also write an int8 copy (onnxruntime dynamic quantization) "
                         "next to FILE.onnx, kept only if it agrees with float on the "
                         "held-out text")
-    export.add_argument("--min-agreement", type=_unit_interval, default=0.99,
+    export.add_argument("--min-agreement", type=_unit_interval, default=None,
                         help="with --quantize: least next-token agreement with the float "
                         "graph on held-out text for the int8 file to be kept (default: 0.99)")
     return parser
@@ -317,8 +318,9 @@ def _generate_onnx(args):
         ) from None
     unknown = generator.vocabulary.unknown(args.prompt)
     if unknown:
+        tokens = "words" if generator.vocabulary.level == "word" else "characters"
         raise UsageError(
-            f"--prompt has characters outside the vocabulary: "
+            f"--prompt has {tokens} outside the vocabulary: "
             f"{', '.join(repr(t) for t in unknown)}"
         )
     print(
@@ -374,36 +376,63 @@ def _held_out(config, vocabulary):
     return windows(validation_ids, int(config["sequence_length"]))
 
 
+def _sha256(path):
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def cmd_export(args):
     directory = _run_directory(args.dir)
     out = Path(args.out) if args.out else directory / "model.onnx"
     if out.suffix != ".onnx":
         raise UsageError(f"--out must end in .onnx, got {str(out)!r}")
+    if args.min_agreement is not None and not args.quantize:
+        raise UsageError("--min-agreement applies to --quantize only")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {str(out)!r}: directory {str(out.parent)!r} does not exist")
 
     from keraseq.export import check_parity, export_onnx
 
     config, vocabulary = _read_run(directory)
     length = int(config["sequence_length"])
     backend = config.get("backend", "?")
-    result = export_onnx(
-        directory / "model.keras", out, opset=args.opset,
-        source_backend=config.get("backend"), method=args.method or "auto",
-    )
-    if result.fallback_reason:
-        print(f"note: {result.fallback_reason}; exported with tf2onnx instead")
-    print(f"wrote {result.path} ({result.method}, opset {result.opset}, model trained under "
-          f"{backend}, {result.seconds:.1f} s)")
-
     x, y = _held_out(config, vocabulary)
     held_out = [x[start : start + 8] for start in range(0, min(len(x), 16), 8) if len(x[start:start + 8])]
-    report = check_parity(
-        directory / "model.keras", out, inputs=held_out, training_length=length
-    )
-    print(report.table())
-    print(f"parity report: {report.report_path}")
-    if not report.passed:
-        print(f"{PROG}: parity failed: {report.failure}", file=sys.stderr)
-        return 1
+
+    # The graph is written to a candidate name next to `out` and renamed onto
+    # `out` only once parity passed: a graph that fails never replaces a good one.
+    fd, candidate = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".candidate.onnx",
+                                     dir=out.parent)
+    os.close(fd)
+    try:
+        result = export_onnx(
+            directory / "model.keras", candidate, opset=args.opset,
+            source_backend=config.get("backend"), method=args.method or "auto",
+        )
+        if result.fallback_reason:
+            print(f"note: {result.fallback_reason}; exported with tf2onnx instead")
+        print(f"exported {out.name} ({result.method}, opset {result.opset}, model trained under "
+              f"{backend}, {result.seconds:.1f} s)")
+        report = check_parity(
+            directory / "model.keras", candidate, inputs=held_out, training_length=length,
+            report_path=out.with_suffix(".parity.json"),
+        )
+        print(report.table())
+        print(f"parity report: {report.report_path}")
+        if not report.passed:
+            print(f"{PROG}: parity failed, {out} not written: {report.failure}", file=sys.stderr)
+            return 1
+        os.replace(candidate, out)
+    finally:
+        if os.path.exists(candidate):
+            os.unlink(candidate)
+    print(f"wrote {out}")
     print(f"parity passed: max |onnx - keras| = {report.max_abs:.2e} "
           f"(max relative {report.max_rel:.1e}), within {report.tolerance_text()}; "
           "next-token agreement 100%")
@@ -411,25 +440,41 @@ def cmd_export(args):
     if args.streaming:
         status = max(status, _export_streaming(directory, config, held_out[0][:4]))
     if args.quantize:
-        status = max(status, _export_int8(out, x, y, args.min_agreement))
+        min_agreement = 0.99 if args.min_agreement is None else args.min_agreement
+        status = max(status, _export_int8(out, x, y, min_agreement))
     return status
 
 
 def _export_streaming(directory, config, tokens):
+    """Streaming graphs, written to a scratch directory inside `directory`,
+    checked against the Keras model, then moved into `directory`."""
     from keraseq.export.native import export_streaming
     from keraseq.export.streaming import check_streaming_parity, save_report
 
     model, _, _ = _load_run(directory)
-    files = export_streaming(model, directory, source_backend=config.get("backend"))
-    report = check_streaming_parity(model, files, tokens)
-    report_path = save_report(report, directory / "model.streaming.json")
-    print(f"wrote {', '.join(str(Path(p)) for p in files.values())}")
-    print(report.table())
-    print(f"streaming report: {report_path}")
-    if not report.passed:
-        print(f"{PROG}: streaming parity failed: max |onnx - keras| = {report.max_abs:.2e}",
-              file=sys.stderr)
-        return 1
+    scratch = Path(tempfile.mkdtemp(prefix=".streaming-", dir=directory))
+    try:
+        files = export_streaming(
+            model, scratch, source_backend=config.get("backend"),
+            metadata={"keraseq_model_sha256": _sha256(directory / "model.keras")},
+        )
+        report = check_streaming_parity(model, files, tokens)
+        report_path = save_report(report, directory / "model.streaming.json")
+        print(report.table())
+        print(f"streaming report: {report_path}")
+        names = [Path(path).name for path in files.values()]
+        if not report.passed:
+            worst = max(report.cases, key=lambda c: c["tolerance_ratio"])
+            print(f"{PROG}: streaming parity failed, {', '.join(names)} not written: "
+                  f"{worst['case']}: max |onnx - keras| = {worst['max_abs']:.2e}, "
+                  f"{worst['tolerance_ratio']:.2f}x the tolerance "
+                  f"{report.atol:g} + {report.rtol:g}·rowmax|keras|", file=sys.stderr)
+            return 1
+        for path in files.values():
+            os.replace(path, directory / Path(path).name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"wrote {', '.join(str(directory / name) for name in names)}")
     print(f"streaming parity passed: max |onnx - keras| = {report.max_abs:.2e} over "
           "every position, token by token and in two chunks")
     return 0
@@ -442,7 +487,9 @@ def _export_int8(out, x, y, min_agreement):
     print(report.table())
     print(f"quantization report: {report.report_path}")
     if not report.shipped:
-        print(f"{PROG}: int8 model not written: {report.reason}", file=sys.stderr)
+        kept = " (the existing one from an earlier export is left as it was)" if getattr(
+            report, "existing_out_kept", False) else ""
+        print(f"{PROG}: int8 model not written{kept}: {report.reason}", file=sys.stderr)
         return 1
     print(f"wrote {report.out_path}")
     return 0
@@ -459,6 +506,11 @@ def main(argv=None):
     except ValueError as error:  # bad input: one line, exit code 2
         message = " ".join(str(error).split())
         print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except ImportError as error:  # a package the command needs is not installed
+        message = " ".join(str(error).split())
+        print(f"{PROG}: error: a package this command needs is missing: {message} "
+              "(see the extras in the README: pip install 'keraseq[...]')", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

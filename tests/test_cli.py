@@ -177,6 +177,43 @@ def test_export_layer_without_converter(trained_run, tmp_path, capsys):
     assert "(tf2onnx, opset 17" in printed and "parity passed" in printed
 
 
+def test_failed_checks_replace_nothing(trained_run, tmp_path, capsys, monkeypatch):
+    # A graph that fails its parity check never lands: the good model.onnx and
+    # step graph from before stay byte for byte, and no scratch file is left.
+    import shutil
+
+    import keraseq.export
+    import keraseq.export.streaming
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main(["export", str(run), "--streaming"]) == 0
+    capsys.readouterr()
+    before = {name: (run / name).read_bytes() for name in ("model.onnx", "model.step.onnx")}
+
+    def failing(check):
+        def wrapped(*args, **kwargs):
+            report = check(*args, **kwargs)
+            report.passed = False
+            if hasattr(report, "failure"):
+                report.failure = "forced failure"
+            return report
+        return wrapped
+
+    monkeypatch.setattr(keraseq.export, "check_parity", failing(keraseq.export.check_parity))
+    assert main(["export", str(run)]) == 1
+    assert "parity failed" in capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.setattr(keraseq.export.streaming, "check_streaming_parity",
+                        failing(keraseq.export.streaming.check_streaming_parity))
+    assert main(["export", str(run), "--streaming"]) == 1
+    assert "model.step.onnx not written" in capsys.readouterr().err
+    for name, data in before.items():
+        assert (run / name).read_bytes() == data, name
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+    _fails(["export", str(run), "--min-agreement", "0.9"], capsys, ["--min-agreement", "--quantize"])
+
+
 def test_python_dash_m_entry_point():
     done = subprocess.run(
         [sys.executable, "-m", "keraseq", "train", "--units", "-1"],
