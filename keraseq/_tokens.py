@@ -21,6 +21,7 @@ __all__ = [
     "LEVELS",
     "OOV_TOKEN",
     "TokenVocabulary",
+    "check_token_ids",
     "check_tokens",
     "detokenize",
     "read_vocabulary_file",
@@ -183,6 +184,40 @@ def check_tokens(tokens, level):
     return tokens
 
 
+def check_token_ids(name, ids, size):
+    """Token ids as an integer numpy array, or a `ValueError` naming `name`.
+
+    Args:
+        name: str, the argument's name for the message (e.g. `"tokens"`).
+        ids: array-like of integer ids, any shape (an empty one is returned
+            as it is).
+        size: positive int, the vocabulary size: ids must lie in `[0, size)`.
+
+    Returns:
+        `numpy.asarray(ids)`, of an integer dtype.
+
+    Raises:
+        ValueError: naming `name` and the first offending value (with its
+            index) for a non-integer array or an id outside `[0, size)`.
+    """
+    array = np.asarray(ids)
+    if array.size == 0:
+        return array.astype(np.int64)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"`{name}` must be integer token ids. Received: {name} with dtype={array.dtype}"
+        )
+    outside = (array < 0) | (array >= size)
+    if outside.any():
+        index = tuple(int(i) for i in np.argwhere(outside)[0])
+        where = f"[{', '.join(map(str, index))}]" if index else ""
+        raise ValueError(
+            f"`{name}` must be token ids in [0, {size}) (the vocabulary has {size} ids). "
+            f"Received: {name}{where}={int(array[index])}"
+        )
+    return array
+
+
 def read_vocabulary_file(path):
     """Read and check a vocabulary file written by `TokenVocabulary.save`.
 
@@ -341,17 +376,7 @@ class TokenVocabulary:
         return np.array(ids, dtype=np.int32)
 
     def _check_ids(self, ids):
-        array = np.asarray(ids)
-        if array.size and not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(
-                f"`ids` must be integer token ids. Received: ids with dtype={array.dtype}"
-            )
-        if array.size and (array.min() < 0 or array.max() >= self.size):
-            raise ValueError(
-                f"`ids` must be in [0, {self.size}) for a vocabulary of size {self.size}. "
-                f"Received: ids with min={array.min()} and max={array.max()}"
-            )
-        return array.astype(np.int64)
+        return check_token_ids("ids", ids, self.size).astype(np.int64)
 
     def decode(self, ids):
         """Text of token ids (the inverse of `encode` for known tokens).

@@ -346,8 +346,9 @@ def cmd_generate(args):
     model, vocabulary, config = _load_run(directory)
     unknown = vocabulary.unknown(args.prompt)
     if unknown:
+        tokens = "words" if vocabulary.level == "word" else "characters"
         raise UsageError(
-            f"--prompt has characters outside the vocabulary: "
+            f"--prompt has {tokens} outside the vocabulary: "
             f"{', '.join(repr(t) for t in unknown)}"
         )
     text = generate(

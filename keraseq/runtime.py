@@ -27,6 +27,17 @@ window still starts at the first token, i.e. while
 `len(prompt_ids) + length ≤ context_length + 1`; after that the recurrent
 model sees more history than Keras gives it (true streaming).
 
+Checks at load time. The graphs must be the ones `config.json`'s `"model"`
+needs (their `keraseq_streaming` metadata gives their kind, and the number and
+widths of a step graph's states must agree with that metadata, with the model
+and, when it records them, with the config's `"layers"` and `"units"`); their
+logits must cover `vocabulary.json`. `keraseq export DIR --streaming` records
+the sha256 of `model.keras` in every graph (metadata `keraseq_model_sha256`):
+a graph whose hash is not the hash of the `model.keras` beside it (retrained
+since the export), or a prefill and a decode graph with different hashes, is
+refused. Graphs without the hash (older exports) are accepted, and so is a
+directory without `model.keras`.
+
 Importing this module (and everything it imports) never imports Keras,
 TensorFlow, JAX or torch; onnxruntime is imported when a graph is loaded.
 
@@ -40,14 +51,16 @@ print(generator.generate("ROMEO:", length=200, temperature=0.8, seed=0))
 ```
 """
 
+import collections
+import hashlib
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 
-from keraseq._tokens import TokenVocabulary
-from keraseq._validation import check_positive_int
+from keraseq._tokens import TokenVocabulary, check_token_ids
+from keraseq._validation import check_positive_int, is_int
 from keraseq.sampling import check_sampling, generated_text, next_token, prompt_ids
 
 __all__ = [
@@ -57,6 +70,7 @@ __all__ = [
     "PREFILL_GRAPH",
     "STEP_GRAPH",
     "TokenVocabulary",
+    "file_sha256",
     "streaming_graphs",
 ]
 
@@ -65,6 +79,10 @@ PREFILL_GRAPH = "model.prefill.onnx"
 DECODE_GRAPH = "model.decode.onnx"
 RECURRENT_MODELS = ("lstm", "rnn")
 TRANSFORMER_MODELS = ("transformer",)
+GRAPH_KINDS = {STEP_GRAPH: "step", PREFILL_GRAPH: "prefill", DECODE_GRAPH: "decode"}
+STATES_PER_LAYER = {"lstm": 2, "rnn": 1}  # LSTM: h then c; SimpleRNN: h
+MODEL_HASH = "keraseq_model_sha256"  # metadata: sha256 of the exported model.keras
+STREAMING_METADATA = "keraseq_streaming"
 
 _ONNX_DTYPES = {
     "tensor(float)": np.float32,
@@ -83,6 +101,15 @@ def _shape_text(shape):
     """`(1, 64)` / `(batch, 64)`: a shape as the error messages write it."""
     dims = ["?" if d is None else str(d) for d in shape]
     return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def file_sha256(path, chunk_size=1 << 20):
+    """The hex sha256 of the bytes of the file `path`, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _numbered(names, prefix):
@@ -137,8 +164,29 @@ class OnnxGraph:
                      _ONNX_DTYPES.get(i.type))
             for i in self.session.get_inputs()
         }
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.outputs = {
+            o.name: tuple(d if isinstance(d, int) else (d or None) for d in o.shape)
+            for o in self.session.get_outputs()
+        }
+        self.output_names = list(self.outputs)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.streaming = self._streaming_metadata()
+
+    def _streaming_metadata(self):
+        """The `keraseq_streaming` metadata as a dict, or None when absent."""
+        raw = self.metadata.get(STREAMING_METADATA)
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"{self.name} has a damaged `{STREAMING_METADATA}` metadata property "
+                f"(not a JSON object): {raw[:80]!r}"
+            )
+        return value
 
     @property
     def name(self):
@@ -261,8 +309,12 @@ class OnnxGenerator:
 
     Raises:
         ValueError: a missing file (a missing graph says to run
-            `keraseq export DIR --streaming`), a bad config or vocabulary, or a
-            graph whose inputs are not the streaming contract's.
+            `keraseq export DIR --streaming`), a bad config or vocabulary, a
+            graph whose inputs are not the streaming contract's, graphs of
+            another kind than the config's `"model"` needs, graphs exported
+            from another `model.keras` or from different exports, or graphs
+            whose states or logits disagree with the config, the model or
+            the vocabulary (see the module docstring).
         ImportError: when onnxruntime is not installed.
 
     Example:
@@ -285,14 +337,10 @@ class OnnxGenerator:
             context_length = self.config.get("sequence_length") or 128
         self.context_length = check_positive_int("context_length", context_length)
         self.architecture = self.config.get("model")
-        for name in streaming_graphs(self.architecture):
-            if not (directory / name).is_file():
-                raise ValueError(
-                    f"DIR {str(directory)!r} has no {name}: run "
-                    f"`keraseq export {directory} --streaming` first"
-                )
+        graphs = self._load_graphs(threads)
+        self._check_exports(graphs)
         if self.architecture in RECURRENT_MODELS:
-            self.step_graph = OnnxGraph(directory / STEP_GRAPH, threads)
+            self.step_graph = graphs[STEP_GRAPH]
             self.state_names = _numbered(self.step_graph.inputs, "state_in_")
             expected = ["tokens", *self.state_names]
             if not self.state_names or sorted(self.step_graph.inputs) != sorted(expected):
@@ -302,8 +350,8 @@ class OnnxGenerator:
                 )
             self._state_sizes = self._sizes_of_states()
         else:
-            self.prefill_graph = OnnxGraph(directory / PREFILL_GRAPH, threads)
-            self.decode_graph = OnnxGraph(directory / DECODE_GRAPH, threads)
+            self.prefill_graph = graphs[PREFILL_GRAPH]
+            self.decode_graph = graphs[DECODE_GRAPH]
             self.num_layers = len(_numbered(self.decode_graph.inputs, "past_key_"))
             expected = ["tokens"] + [
                 f"past_{kind}_{i}" for i in range(self.num_layers) for kind in ("key", "value")
@@ -318,6 +366,7 @@ class OnnxGenerator:
                     f"{PREFILL_GRAPH} must take `tokens` only; it takes "
                     f"{list(self.prefill_graph.inputs)}"
                 )
+            self._check_layers()
 
     def __repr__(self):
         return (
@@ -325,30 +374,190 @@ class OnnxGenerator:
             f"vocabulary_size={self.vocabulary.size}, context_length={self.context_length})"
         )
 
+    # -- checks at load time ---------------------------------------------------
+    def _again(self):
+        return f"run `keraseq export {self.directory} --streaming` again"
+
+    def _load_graphs(self, threads):
+        """The graphs the config's model needs, as `{file name: OnnxGraph}`."""
+        names = streaming_graphs(self.architecture)
+        missing = [name for name in names if not (self.directory / name).is_file()]
+        if missing:
+            others = [
+                name for name in GRAPH_KINDS
+                if name not in names and (self.directory / name).is_file()
+            ]
+            if others:
+                raise ValueError(
+                    f"config.json names model={self.architecture!r}, which needs "
+                    f"{' and '.join(names)}, but DIR {str(self.directory)!r} holds "
+                    f"{' and '.join(others)} (the graphs of another kind of model): "
+                    + self._again()
+                )
+            raise ValueError(
+                f"DIR {str(self.directory)!r} has no {missing[0]}: run "
+                f"`keraseq export {self.directory} --streaming` first"
+            )
+        return {name: OnnxGraph(self.directory / name, threads) for name in names}
+
+    def _check_exports(self, graphs):
+        """The graphs' kinds, model hashes and logits agree with the run."""
+        for name, graph in graphs.items():
+            kind = (graph.streaming or {}).get("kind")
+            if kind is not None and kind != GRAPH_KINDS[name]:
+                raise ValueError(
+                    f"{name} is a {kind!r} graph (its {STREAMING_METADATA} metadata), but "
+                    f"config.json names model={self.architecture!r}, which needs a "
+                    f"{GRAPH_KINDS[name]!r} graph in {name}: " + self._again()
+                )
+        hashes = {name: graph.metadata.get(MODEL_HASH) for name, graph in graphs.items()}
+        model_file = self.directory / "model.keras"
+        if model_file.is_file() and any(hashes.values()):
+            actual = file_sha256(model_file)
+            for name, recorded in hashes.items():
+                if recorded is not None and recorded.strip().lower() != actual:
+                    raise ValueError(
+                        f"{name} was exported from another model.keras (e.g. before "
+                        "retraining): " + self._again()
+                    )
+        if len(set(hashes.values())) > 1:
+            raise ValueError(
+                f"{' and '.join(graphs)} come from different exports (their `{MODEL_HASH}` "
+                "metadata differ): " + self._again()
+            )
+        for name, graph in graphs.items():
+            if "logits" not in graph.outputs:
+                raise ValueError(
+                    f"{name} must give `logits`; it gives {list(graph.outputs)}"
+                )
+            width = graph.outputs["logits"][-1]
+            if isinstance(width, int) and width != self.vocabulary.size:
+                raise ValueError(
+                    f"{name} gives {width} logits per position but vocabulary.json has "
+                    f"{self.vocabulary.size} ids: they come from different runs; "
+                    + self._again()
+                )
+
+    def _config_int(self, key):
+        value = self.config.get(key)
+        return int(value) if is_int(value) else None
+
+    def _check_layers(self):
+        """Prefill and decode have the same layers as the metadata and config."""
+        present = len(_numbered(self.prefill_graph.outputs, "present_key_"))
+        if present != self.num_layers:
+            raise ValueError(
+                f"{PREFILL_GRAPH} gives the cache of {present} layers but {DECODE_GRAPH} "
+                f"takes {self.num_layers}: they come from different exports; " + self._again()
+            )
+        for name, graph in ((PREFILL_GRAPH, self.prefill_graph), (DECODE_GRAPH, self.decode_graph)):
+            recorded = (graph.streaming or {}).get("num_layers")
+            if recorded is not None and recorded != self.num_layers:
+                raise ValueError(
+                    f"{name} has {self.num_layers} attention layers but its "
+                    f"{STREAMING_METADATA} metadata says num_layers={recorded!r}: " + self._again()
+                )
+        layers = self._config_int("layers")
+        if layers is not None and layers != self.num_layers:
+            raise ValueError(
+                f"{DECODE_GRAPH} has {self.num_layers} attention layers but config.json says "
+                f"layers={layers}: the graphs come from another run; " + self._again()
+            )
+
     # -- recurrent: the step graph --------------------------------------------
     def _sizes_of_states(self):
-        """The width of each state, from its declared shape or the metadata."""
+        """The width of each state, checked against the metadata and config."""
+        listed = (self.step_graph.streaming or {}).get("states")
         declared = {}
-        try:
-            meta = json.loads(self.step_graph.metadata.get("keraseq_streaming", "{}"))
-            declared = {s["input"]: int(s["size"]) for s in meta.get("states", [])}
-        except (TypeError, ValueError, KeyError):
-            declared = {}
+        if listed is not None:
+            try:
+                declared = {str(s["input"]): int(s["size"]) for s in listed}
+            except (TypeError, ValueError, KeyError):
+                raise ValueError(
+                    f"{STEP_GRAPH} has a damaged `states` list in its {STREAMING_METADATA} "
+                    f"metadata: {listed!r:.120}"
+                ) from None
+            if list(declared) != self.state_names:
+                raise ValueError(
+                    f"{STEP_GRAPH} takes the states {self.state_names} but its "
+                    f"{STREAMING_METADATA} metadata lists {list(declared)}: " + self._again()
+                )
         sizes = []
         for name in self.state_names:
-            last = self.step_graph.input_shape(name)[-1]
-            size = last if isinstance(last, int) else declared.get(name)
+            shape = self.step_graph.input_shape(name)
+            size = shape[-1] if isinstance(shape[-1], int) else declared.get(name)
             if size is None:
                 raise ValueError(
-                    f"{STEP_GRAPH} input `{name}` has no fixed width "
-                    f"{_shape_text(self.step_graph.input_shape(name))} and no "
-                    "keraseq_streaming metadata giving it"
+                    f"{STEP_GRAPH} input `{name}` has no fixed width {_shape_text(shape)} "
+                    f"and no {STREAMING_METADATA} metadata giving it"
+                )
+            if name in declared and declared[name] != size:
+                raise ValueError(
+                    f"{STEP_GRAPH} input `{name}` has shape {_shape_text(shape)} but its "
+                    f"{STREAMING_METADATA} metadata gives size={declared[name]}: "
+                    + self._again()
                 )
             sizes.append(size)
+        per_layer = STATES_PER_LAYER[self.architecture]
+        layer_names = [s.get("layer") for s in listed or ()]
+        if layer_names and None not in layer_names:
+            counts = list(collections.Counter(layer_names).values())  # per layer, in order
+        else:  # no layer names in the metadata: group the states `per_layer` at a time
+            full, rest = divmod(len(sizes), per_layer)
+            counts = [per_layer] * full + ([rest] if rest else [])
+        if any(count != per_layer for count in counts):
+            raise ValueError(
+                f"{STEP_GRAPH} has {counts} states per recurrent layer, but config.json "
+                f"names model={self.architecture!r}, which has {per_layer} per layer: the "
+                "graph comes from another run; " + self._again()
+            )
+        layers, units = self._config_int("layers"), self._config_int("units")
+        if (layers is not None and len(counts) != layers) or (
+            units is not None and any(size != units for size in sizes)
+        ):
+            raise ValueError(
+                f"{STEP_GRAPH} has {len(counts)} recurrent layers with states of widths "
+                f"{sizes}, but config.json says layers={layers}, units={units}: the graph "
+                "comes from another run; " + self._again()
+            )
         return sizes
+
+    def _needs(self, method, models):
+        if self.architecture not in models:
+            use = "`prefill` and `decode`" if models is RECURRENT_MODELS else (
+                "`initial_states` and `step`")
+            kind = "a recurrent model" if models is RECURRENT_MODELS else "a transformer model"
+            raise ValueError(
+                f"`{method}` needs {kind}; this one is {self.architecture!r} (use {use})"
+            )
+
+    def _tokens(self, tokens, name="tokens"):
+        """`tokens` as checked ids in `[0, vocabulary_size)`, before any graph runs."""
+        array = check_token_ids(name, tokens, self.vocabulary.size)
+        if array.size == 0:
+            raise ValueError(
+                f"`{name}` must hold at least one token id. Received: {name} with "
+                f"shape {_shape_text(array.shape)}"
+            )
+        return array
+
+    @staticmethod
+    def _arrays(name, value, names, returned_by):
+        """`value` (a list or tuple of arrays, one per name in `names`) as a list."""
+        if not isinstance(value, (list, tuple)) or len(value) != len(names):
+            received = (
+                f"{len(value)} arrays" if isinstance(value, (list, tuple))
+                else f"{name} of type {type(value).__name__}"
+            )
+            raise ValueError(
+                f"`{name}` must be a list of {len(names)} arrays ({', '.join(names)}), as "
+                f"{returned_by} return them. Received: {received}"
+            )
+        return list(value)
 
     def initial_states(self, batch_size=1):
         """Zero states (the Keras initial state), one float32 `(batch_size, units)` each."""
+        self._needs("initial_states", RECURRENT_MODELS)
         batch_size = check_positive_int("batch_size", batch_size)
         return [np.zeros((batch_size, size), np.float32) for size in self._state_sizes]
 
@@ -365,18 +574,17 @@ class OnnxGenerator:
             vocabulary_size)` and the states after the chunk's last token.
 
         Raises:
-            ValueError: one line naming the input, for a state or token array
-                of the wrong shape (or number), or an onnxruntime error.
+            ValueError: one line naming the argument or input: a transformer
+                model, token ids that are not integers in `[0,
+                vocabulary_size)` (checked before the graph runs), `states`
+                that is not a list of one array per state, a state or token
+                array of the wrong shape, or an onnxruntime error.
         """
-        if self.architecture not in RECURRENT_MODELS:
-            raise ValueError(f"`step` needs a recurrent model; this one is {self.architecture!r}")
-        states = list(states)
-        if len(states) != len(self.state_names):
-            raise ValueError(
-                f"`states` must hold {len(self.state_names)} arrays "
-                f"({', '.join(self.state_names)}). Received: {len(states)}"
-            )
-        feeds = {"tokens": np.asarray(tokens), **dict(zip(self.state_names, states))}
+        self._needs("step", RECURRENT_MODELS)
+        tokens = self._tokens(tokens)
+        states = self._arrays("states", states, self.state_names,
+                              "`initial_states` and `step`")
+        feeds = {"tokens": tokens, **dict(zip(self.state_names, states))}
         outputs = self.step_graph.run(feeds)
         names = [name.replace("state_in_", "state_out_") for name in self.state_names]
         return outputs["logits"], [outputs[name] for name in names]
@@ -392,8 +600,14 @@ class OnnxGenerator:
             `(logits, cache)`: float32 `(batch_size, sequence_length,
             vocabulary_size)` and a list `[key_0, value_0, key_1, ...]`, each
             `(batch_size, num_heads, sequence_length, head_dim)`.
+
+        Raises:
+            ValueError: one line: a recurrent model, token ids that are not
+                integers in `[0, vocabulary_size)`, tokens of the wrong shape,
+                or an onnxruntime error.
         """
-        outputs = self.prefill_graph.run({"tokens": np.asarray(tokens)})
+        self._needs("prefill", TRANSFORMER_MODELS)
+        outputs = self.prefill_graph.run({"tokens": self._tokens(tokens)})
         return outputs["logits"], self._cache(outputs, "present")
 
     def decode(self, tokens, cache):
@@ -408,17 +622,17 @@ class OnnxGenerator:
             `(logits, cache)` with the cache `new_length` positions longer.
 
         Raises:
-            ValueError: one line naming the input, for a cache entry or token
-                array of the wrong shape, or an onnxruntime error.
+            ValueError: one line naming the argument or input: a recurrent
+                model, token ids that are not integers in `[0,
+                vocabulary_size)`, `cache` that is not a list of a key and a
+                value per layer, a cache entry or token array of the wrong
+                shape, or an onnxruntime error.
         """
-        cache = list(cache)
-        if len(cache) != 2 * self.num_layers:
-            raise ValueError(
-                f"`cache` must hold {2 * self.num_layers} arrays (key and value per "
-                f"layer). Received: {len(cache)}"
-            )
+        self._needs("decode", TRANSFORMER_MODELS)
+        tokens = self._tokens(tokens)
         names = [f"past_{kind}_{i}" for i in range(self.num_layers) for kind in ("key", "value")]
-        outputs = self.decode_graph.run({"tokens": np.asarray(tokens), **dict(zip(names, cache))})
+        cache = self._arrays("cache", cache, names, "`prefill` and `decode`")
+        outputs = self.decode_graph.run({"tokens": tokens, **dict(zip(names, cache))})
         return outputs["logits"], self._cache(outputs, "present")
 
     def _cache(self, outputs, prefix):
@@ -441,7 +655,8 @@ class OnnxGenerator:
         """Continue the token ids `ids` by `length` sampled ids.
 
         Args:
-            ids: non-empty sequence of int ids (the prompt).
+            ids: non-empty 1-D sequence of int ids in `[0, vocabulary_size)`
+                (the prompt).
             length: int ≥ 0, default 500.
             temperature: float ≥ 0, default 1.0; 0 = greedy (argmax).
             top_k: positive int or None (default).
@@ -449,11 +664,20 @@ class OnnxGenerator:
 
         Returns:
             A list of `int`: `ids` followed by the `length` new ids.
+
+        Raises:
+            ValueError: empty or non-integer `ids`, an id outside `[0,
+                vocabulary_size)` (named, checked before any graph runs), or a
+                bad `length`, `temperature`, `top_k`.
         """
         length, temperature, top_k = check_sampling(length, temperature, top_k)
-        ids = [int(i) for i in ids]
-        if not ids:
-            raise ValueError("`ids` must not be empty. Received: ids=[]")
+        array = check_token_ids("ids", ids, self.vocabulary.size)
+        if array.ndim != 1 or not array.size:
+            raise ValueError(
+                "`ids` must be a non-empty 1-D sequence of token ids. Received: ids with "
+                f"shape {_shape_text(array.shape)}"
+            )
+        ids = [int(i) for i in array.tolist()]
         rng = np.random.default_rng(seed)
         if length == 0:
             return ids

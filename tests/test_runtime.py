@@ -7,6 +7,8 @@ under the current backend, closed-form softmax sampling in numpy, and
 The streaming graphs come from `keraseq.export.native.export_streaming`.
 """
 
+import hashlib
+import inspect
 import json
 import os
 import subprocess
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 
 import keraseq
-from keraseq import sampling, text
+from keraseq import runtime, sampling, text
 from keraseq.cli import main
 from keraseq.generation import generate
 from keraseq.models import language_model
@@ -53,17 +55,55 @@ sys.exit(code)
 """
 
 
+MODEL_HASH = "keraseq_model_sha256"
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _set_metadata(path, **properties):
+    """Set (or, for None, remove) ONNX metadata properties of the graph file `path`."""
+    import onnx
+
+    proto = onnx.load(path)
+    kept = {p.key: p.value for p in proto.metadata_props}
+    for key, value in properties.items():
+        if value is None:
+            kept.pop(key, None)
+        else:
+            kept[key] = value
+    onnx.helper.set_metadata_props(proto, kept)
+    onnx.save(proto, path)
+
+
+def _metadata(path):
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(path).metadata_props}
+
+
 def _export_streaming(model, directory, architecture):
+    """The streaming graphs, with the hash of model.keras as `keraseq export` records it."""
     try:
         from keraseq.export.native import NativeUnsupported, export_streaming
     except ImportError as error:  # the streaming exporter is not in this checkout
         pytest.skip(f"keraseq.export.native.export_streaming is missing ({error})")
+    metadata = {MODEL_HASH: _sha256(directory / "model.keras")}
+    takes_metadata = "metadata" in inspect.signature(export_streaming).parameters
     try:
-        export_streaming(model, directory)
+        if takes_metadata:
+            files = export_streaming(model, directory, metadata=metadata)
+        else:
+            files = export_streaming(model, directory)
     except NativeUnsupported as error:
         if architecture == "transformer":
             pytest.skip(f"export_streaming cannot write transformer graphs yet: {error}")
         raise
+    for path in files.values():
+        if not takes_metadata:  # an exporter without `metadata=`: stamp the hash here
+            _set_metadata(path, **metadata)
+        assert _metadata(path)[MODEL_HASH] == metadata[MODEL_HASH]
 
 
 def _make_run(directory, architecture, seed):
@@ -262,12 +302,73 @@ def test_wrong_state_shape_is_one_line_naming_the_input(runs):
     # A batch that disagrees with the tokens' batch.
     with pytest.raises(ValueError, match=r"`state_in_1` has shape \(3, 16\).*batch=1"):
         generator.step(tokens, [states[0], np.zeros((3, 16), np.float32), *states[2:]])
-    with pytest.raises(ValueError, match=r"`states` must hold 4 arrays"):
+    with pytest.raises(ValueError, match=r"`states` must be a list of 4 arrays "
+                       r"\(state_in_0, .*state_in_3\).*Received: 2 arrays"):
         generator.step(tokens, states[:2])
-    # An error raised inside onnxruntime (a token id past the embedding table).
+    named = dict(zip(generator.state_names, states))
+    with pytest.raises(ValueError, match=r"`states` must be a list.*Received: states of type dict"):
+        generator.step(tokens, named)
+    with pytest.raises(ValueError, match=r"`states` must be a list.*of type ndarray"):
+        generator.step(tokens, states[0])
+    # An error raised inside onnxruntime (a token id past the embedding table, fed
+    # to the graph directly: `step` refuses it before onnxruntime runs).
     with pytest.raises(ValueError, match=r"onnxruntime failed to run model.step.onnx") as caught:
-        generator.step(np.array([[10_000]], np.int32), states)
+        generator.step_graph.run({"tokens": np.array([[10_000]], np.int32), **named})
     assert "\n" not in str(caught.value)
+
+
+def test_token_ids_are_checked_before_onnxruntime_runs(runs, capfd):
+    directory, _, vocabulary = runs("lstm")
+    generator = OnnxGenerator(directory)
+    size = vocabulary.size
+    states = generator.initial_states(1)
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=rf"`tokens` must be token ids in \[0, {size}\).*"
+                       r"Received: tokens\[0, 1\]=-1$"):
+        generator.step(np.array([[1, -1]], np.int32), states)
+    with pytest.raises(ValueError, match=rf"Received: tokens\[1, 0\]={size}$"):
+        generator.step([[1], [size]], generator.initial_states(2))
+    with pytest.raises(ValueError, match=r"`tokens` must be integer token ids.*float64"):
+        generator.step([[1.0]], states)
+    with pytest.raises(ValueError, match=r"`tokens` must hold at least one token id"):
+        generator.step(np.zeros((1, 0), np.int32), states)
+    with pytest.raises(ValueError, match=rf"`ids` must be token ids in \[0, {size}\).*"
+                       rf"Received: ids\[2\]={size + 3}$"):
+        generator.generate_ids([1, 2, size + 3], 3)
+    with pytest.raises(ValueError, match=r"Received: ids\[0\]=-5$"):
+        generator.generate_ids([-5, 1], 3, temperature=0)
+    with pytest.raises(ValueError, match=r"`ids` must be a non-empty 1-D"):
+        generator.generate_ids([], 3)
+    with pytest.raises(ValueError, match=r"`ids` must be integer token ids"):
+        generator.generate_ids([1, 2.5], 3)
+    # The largest id runs (id 0, out of vocabulary, has an embedding row too).
+    assert generator.generate_ids([0, size - 1], 2, temperature=0)[:2] == [0, size - 1]
+    transformer = OnnxGenerator(runs("transformer")[0])
+    with pytest.raises(ValueError, match=rf"Received: tokens\[0, 2\]={size}$"):
+        transformer.prefill([[1, 2, size]])
+    _, cache = transformer.prefill([[1, 2]])
+    with pytest.raises(ValueError, match=r"Received: tokens\[0, 0\]=-2$"):
+        transformer.decode([[-2]], cache)
+    with pytest.raises(ValueError, match=r"`cache` must be a list of 4 arrays.*of type dict"):
+        transformer.decode([[3]], {"past_key_0": cache[0]})
+    with pytest.raises(ValueError, match=rf"Received: ids\[0\]={size}$"):
+        transformer.generate_ids([size], 2)
+    assert capfd.readouterr().err == ""  # nothing reached onnxruntime's own logging
+
+
+def test_methods_of_the_other_kind_of_model_are_refused(runs):
+    recurrent = OnnxGenerator(runs("lstm")[0])
+    with pytest.raises(ValueError, match=r"`prefill` needs a transformer model; this one is "
+                       r"'lstm' \(use `initial_states` and `step`\)"):
+        recurrent.prefill([[1, 2]])
+    with pytest.raises(ValueError, match=r"`decode` needs a transformer model; this one is 'lstm'"):
+        recurrent.decode([[1]], [])
+    transformer = OnnxGenerator(runs("transformer")[0])
+    with pytest.raises(ValueError, match=r"`step` needs a recurrent model; this one is "
+                       r"'transformer' \(use `prefill` and `decode`\)"):
+        transformer.step([[1]], [])
+    with pytest.raises(ValueError, match=r"`initial_states` needs a recurrent model"):
+        transformer.initial_states(1)
 
 
 def test_wrong_cache_shape_is_one_line_naming_the_input(runs):
@@ -281,7 +382,7 @@ def test_wrong_cache_shape_is_one_line_naming_the_input(runs):
         generator.decode(np.array([[4]], np.int32), short)
     with pytest.raises(ValueError, match=r"`past_key_1` has shape \(1, 2, 3, 4\)"):
         generator.decode(np.array([[4]], np.int32), [*cache[:2], cache[2][..., :4], cache[3]])
-    with pytest.raises(ValueError, match=r"`cache` must hold 4 arrays"):
+    with pytest.raises(ValueError, match=r"`cache` must be a list of 4 arrays.*Received: 2 arrays"):
         generator.decode(np.array([[4]], np.int32), cache[:2])
     logits, longer = generator.decode(np.array([[4]], np.int32), cache)
     assert logits.shape == (1, 1, generator.vocabulary.size) and longer[0].shape[2] == 4
@@ -334,8 +435,155 @@ def test_cli_missing_graphs_and_bad_arguments(runs, tmp_path, capsys):
     (damaged / "model.step.onnx").write_text("not a graph")
     _cli_fails(["generate", str(damaged), *args], capsys, ["model.step.onnx", "onnxruntime"])
     _cli_fails(["generate", str(directory), *args, "--threads", "0"], capsys, ["--threads"])
-    _cli_fails(["generate", str(directory), "--onnx", "--prompt", "hello~"], capsys, ["'~'"])
+    _cli_fails(["generate", str(directory), "--onnx", "--prompt", "hello~"], capsys,
+               ["characters outside the vocabulary", "'~'"])
     _cli_fails(["generate", str(tmp_path / "absent"), *args], capsys, ["absent"])
+
+
+# ---------------------------------------------------------------- graphs of another model
+
+RUN_FILES = ["vocabulary.json", "config.json"]
+
+
+def _edit_config(directory, **changes):
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def test_file_sha256_reads_in_chunks(tmp_path, rng):
+    data = rng.integers(0, 256, size=1000, dtype=np.uint8).tobytes()
+    (tmp_path / "blob").write_bytes(data)
+    expected = hashlib.sha256(data).hexdigest()
+    for chunk_size in (7, 1000, 1 << 20):
+        assert runtime.file_sha256(tmp_path / "blob", chunk_size) == expected
+
+
+def test_graphs_of_another_model_keras_are_refused(runs, tmp_path, capsys):
+    directory, _, vocabulary = runs("lstm")
+    run = _copy_run(directory, tmp_path / "run", [*RUN_FILES, "model.keras", "model.step.onnx"])
+    expected = OnnxGenerator(run).generate("the ", 12, temperature=0)  # the hashes match
+    # Retrained after the export: model.keras has other bytes than the graph records.
+    (run / "model.keras").write_bytes((run / "model.keras").read_bytes() + b"retrained")
+    with pytest.raises(ValueError, match=r"^model.step.onnx was exported from another "
+                       r"model.keras \(e.g. before retraining\): run `keraseq export "
+                       rf"{tmp_path / 'run'} --streaming` again$"):
+        OnnxGenerator(run)
+    _cli_fails(["generate", str(run), "--onnx", "--prompt", "the "], capsys,
+               ["model.step.onnx", "another model.keras", "--streaming"])
+    # Graphs without the hash (older exports) are accepted; so is a run without model.keras.
+    recorded = _metadata(run / "model.step.onnx")[MODEL_HASH]
+    _set_metadata(run / "model.step.onnx", **{MODEL_HASH: None})
+    assert OnnxGenerator(run).generate("the ", 12, temperature=0) == expected
+    _set_metadata(run / "model.step.onnx", **{MODEL_HASH: recorded})
+    (run / "model.keras").unlink()
+    assert OnnxGenerator(run).generate("the ", 12, temperature=0) == expected
+
+
+def test_prefill_and_decode_of_different_exports_are_refused(runs, tmp_path):
+    directory, _, _ = runs("transformer")
+    graphs = ["model.prefill.onnx", "model.decode.onnx"]
+    run = _copy_run(directory, tmp_path / "run", [*RUN_FILES, "model.keras", *graphs])
+    OnnxGenerator(run)
+    _set_metadata(run / "model.decode.onnx", **{MODEL_HASH: "0" * 64})
+    with pytest.raises(ValueError, match=r"^model.decode.onnx was exported from another "
+                       r"model.keras.*--streaming` again$"):
+        OnnxGenerator(run)
+    (run / "model.keras").unlink()
+    different = (r"^model.prefill.onnx and model.decode.onnx come from different exports "
+                 rf"\(their `{MODEL_HASH}` metadata differ\): run `keraseq export")
+    with pytest.raises(ValueError, match=different):
+        OnnxGenerator(run)
+    _set_metadata(run / "model.decode.onnx", **{MODEL_HASH: None})  # one hashed, one not
+    with pytest.raises(ValueError, match=different):
+        OnnxGenerator(run)
+    _set_metadata(run / "model.prefill.onnx", **{MODEL_HASH: None})  # an older export
+    OnnxGenerator(run)
+    _edit_config(run, layers=3)
+    with pytest.raises(ValueError, match=r"model.decode.onnx has 2 attention layers but "
+                       r"config.json says layers=3"):
+        OnnxGenerator(run)
+
+
+def test_graphs_must_be_the_kind_the_config_names(runs, tmp_path):
+    recurrent, _, vocabulary = runs("lstm")
+    transformer, _, _ = runs("transformer")
+    run = _copy_run(recurrent, tmp_path / "run", [*RUN_FILES, "model.step.onnx"])
+    _edit_config(run, model="transformer")
+    with pytest.raises(ValueError, match=r"config.json names model='transformer', which needs "
+                       r"model.prefill.onnx and model.decode.onnx, but DIR .* holds "
+                       r"model.step.onnx .*--streaming` again"):
+        OnnxGenerator(run)
+    run = _copy_run(transformer, tmp_path / "run2",
+                    [*RUN_FILES, "model.prefill.onnx", "model.decode.onnx"])
+    _edit_config(run, model="lstm")
+    with pytest.raises(ValueError, match=r"config.json names model='lstm', which needs "
+                       r"model.step.onnx, but DIR .* holds model.prefill.onnx and "
+                       r"model.decode.onnx"):
+        OnnxGenerator(run)
+    # A prefill graph under the step graph's name.
+    (run / "model.step.onnx").write_bytes((run / "model.prefill.onnx").read_bytes())
+    with pytest.raises(ValueError, match=r"model.step.onnx is a 'prefill' graph \(its "
+                       r"keraseq_streaming metadata\), but config.json names model='lstm', "
+                       r"which needs a 'step' graph"):
+        OnnxGenerator(run)
+    # The vocabulary of another run: the graph's logits do not cover it.
+    run = _copy_run(recurrent, tmp_path / "run3", [*RUN_FILES, "model.step.onnx"])
+    TokenVocabulary([*vocabulary.tokens, "~"]).save(run / "vocabulary.json")
+    with pytest.raises(ValueError, match=rf"model.step.onnx gives {vocabulary.size} logits per "
+                       rf"position but vocabulary.json has {vocabulary.size + 1} ids"):
+        OnnxGenerator(run)
+
+
+def test_step_states_must_agree_with_the_model_metadata_and_config(runs, tmp_path):
+    directory, _, _ = runs("lstm")
+    run = _copy_run(directory, tmp_path / "run", [*RUN_FILES, "model.step.onnx"])
+    _edit_config(run, model="rnn")  # an LSTM's graph: two states per layer
+    with pytest.raises(ValueError, match=r"model.step.onnx has \[2, 2\] states per recurrent "
+                       r"layer, but config.json names model='rnn', which has 1 per layer"):
+        OnnxGenerator(run)
+    rnn = _copy_run(runs("rnn")[0], tmp_path / "rnn", [*RUN_FILES, "model.step.onnx"])
+    _edit_config(rnn, model="lstm")
+    with pytest.raises(ValueError, match=r"has \[1, 1\] states per recurrent layer, but "
+                       r"config.json names model='lstm', which has 2 per layer"):
+        OnnxGenerator(rnn)
+    _edit_config(rnn, model="rnn", layers=2, units=16)
+    assert OnnxGenerator(rnn)._state_sizes == [16, 16]
+    _edit_config(run, model="lstm", layers=2, units=16)
+    assert OnnxGenerator(run)._state_sizes == [16] * 4
+    for wrong in ({"layers": 1}, {"units": 32}):
+        _edit_config(run, **{"layers": 2, "units": 16, **wrong})
+        with pytest.raises(ValueError, match=r"model.step.onnx has 2 recurrent layers with "
+                           rf"states of widths \[16, 16, 16, 16\], but config.json says "
+                           rf"layers={wrong.get('layers', 2)}, units={wrong.get('units', 16)}"):
+            OnnxGenerator(run)
+    _edit_config(run, layers=2, units=16)
+    streaming = json.loads(_metadata(run / "model.step.onnx")["keraseq_streaming"])
+    states = streaming["states"]
+    _set_metadata(run / "model.step.onnx", keraseq_streaming=json.dumps(
+        {**streaming, "states": [{**states[0], "size": 8}, *states[1:]]}))
+    with pytest.raises(ValueError, match=r"input `state_in_0` has shape \(batch, 16\) but its "
+                       r"keraseq_streaming metadata gives size=8"):
+        OnnxGenerator(run)
+    _set_metadata(run / "model.step.onnx", keraseq_streaming=json.dumps(
+        {**streaming, "states": states[:3]}))
+    with pytest.raises(ValueError, match=r"takes the states \['state_in_0', .*'state_in_3'\] "
+                       r"but its keraseq_streaming metadata lists \['state_in_0', "):
+        OnnxGenerator(run)
+    _set_metadata(run / "model.step.onnx", keraseq_streaming="{not json")
+    with pytest.raises(ValueError, match=r"damaged `keraseq_streaming` metadata"):
+        OnnxGenerator(run)
+
+
+def test_cli_names_unknown_words_of_a_word_level_run(runs, tmp_path, capsys):
+    directory, _, vocabulary = runs("lstm")
+    run = _copy_run(directory, tmp_path / "run", ["config.json", "model.step.onnx"])
+    words = TokenVocabulary([f"w{i}" for i in range(vocabulary.size - 1)], level="word")
+    words.save(run / "vocabulary.json")
+    _edit_config(run, level="word")
+    _cli_fails(["generate", str(run), "--onnx", "--prompt", "w1 zebra w2 yak"], capsys,
+               ["--prompt has words outside the vocabulary: 'zebra', 'yak'"])
+    assert main(["generate", str(run), "--onnx", "--prompt", "w1 w2", "--length", "3"]) == 0
+    assert capsys.readouterr().out.startswith("w1 w2 w")
 
 
 # ---------------------------------------------------------------- the command line
