@@ -377,17 +377,6 @@ def _held_out(config, vocabulary):
     return windows(validation_ids, int(config["sequence_length"]))
 
 
-def _sha256(path):
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cmd_export(args):
     directory = _run_directory(args.dir)
     out = Path(args.out) if args.out else directory / "model.onnx"
@@ -451,13 +440,14 @@ def _export_streaming(directory, config, tokens):
     checked against the Keras model, then moved into `directory`."""
     from keraseq.export.native import export_streaming
     from keraseq.export.streaming import check_streaming_parity, save_report
+    from keraseq.runtime import file_sha256  # the hash `generate --onnx` checks
 
     model, _, _ = _load_run(directory)
     scratch = Path(tempfile.mkdtemp(prefix=".streaming-", dir=directory))
     try:
         files = export_streaming(
             model, scratch, source_backend=config.get("backend"),
-            metadata={"keraseq_model_sha256": _sha256(directory / "model.keras")},
+            metadata={"keraseq_model_sha256": file_sha256(directory / "model.keras")},
         )
         report = check_streaming_parity(model, files, tokens)
         report_path = save_report(report, directory / "model.streaming.json")
