@@ -9,8 +9,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -489,8 +491,20 @@ def _export_int8(out, x, y, min_agreement):
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export}
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every `finally` removes its
+    temporary files (staging directories, candidate graphs)."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
 def main(argv=None):
     parser = build_parser()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         args = parser.parse_args(argv)
         return COMMANDS[args.command](args)
@@ -503,9 +517,15 @@ def main(argv=None):
         print(f"{PROG}: error: a package this command needs is missing: {message} "
               "(see the extras in the README: pip install 'keraseq[...]')", file=sys.stderr)
         return 2
+    except _Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -214,6 +214,32 @@ def test_failed_checks_replace_nothing(trained_run, tmp_path, capsys, monkeypatc
     _fails(["export", str(run), "--min-agreement", "0.9"], capsys, ["--min-agreement", "--quantize"])
 
 
+def test_sigterm_runs_cleanup(tmp_path, capsys, monkeypatch):
+    # SIGTERM is raised like Ctrl-C inside the command, so its `finally`
+    # blocks remove their temporary files; exit code 143; handler restored.
+    import signal
+    import time
+
+    import keraseq.cli as cli
+
+    before = signal.getsignal(signal.SIGTERM)
+    partial = tmp_path / "partial.onnx"
+
+    def command(args):
+        try:
+            partial.write_text("half a graph")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # interrupted by the signal
+        finally:
+            partial.unlink()
+
+    monkeypatch.setitem(cli.COMMANDS, "export", command)
+    assert cli.main(["export", str(tmp_path)]) == 143
+    assert not partial.exists()
+    assert capsys.readouterr().err.strip() == "keraseq: terminated"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_python_dash_m_entry_point():
     done = subprocess.run(
         [sys.executable, "-m", "keraseq", "train", "--units", "-1"],
