@@ -159,7 +159,7 @@ def export_onnx(
     from keraseq.export.native import MAX_NATIVE_OPSET
 
     if opset is None:
-        tf2onnx_opset = _io.DEFAULT_OPSET
+        pass  # native: what the graph needs; tf2onnx: its default
     elif method == "tf2onnx":
         _io.check_opset(opset)
     elif isinstance(opset, bool) or not isinstance(opset, int) or not (
@@ -170,8 +170,7 @@ def export_onnx(
             f"(17 and above for the native exporter, {_io.MAX_OPSET} at most for "
             f"tf2onnx). Received: opset={opset!r}"
         )
-    if opset is not None:
-        tf2onnx_opset = opset
+    tf2onnx_opset = _io.DEFAULT_OPSET if opset is None else opset
     path = _io.check_onnx_path(path, "path")
     input_names = _io.check_names(input_names, "input_names")
     output_names = _io.check_names(output_names, "output_names")
