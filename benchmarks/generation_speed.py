@@ -5,7 +5,7 @@ For each architecture a run directory is made the way `keraseq train` makes one
 depend on training) and its streaming graphs are written with
 `keraseq.export.native.export_streaming`. Then, at batch 1:
 
-* ONNX: `keraseq.runtime.OnnxGenerator` (onnxruntime + numpy, `--threads`
+* ONNX: `keraseq.export.runtime.OnnxGenerator` (onnxruntime + numpy, `--threads`
   intra-op threads) — the prompt as one chunk / prefill, then one token per step
   carrying the recurrent state or the key/value cache;
 * Keras: `keraseq.generation.generate` (what `keraseq generate` runs: the
@@ -76,7 +76,7 @@ def make_run(directory, architecture, sequence_length):
 
 
 def onnx_rate(directory, length, repeats, threads):
-    from keraseq.runtime import OnnxGenerator
+    from keraseq.export.runtime import OnnxGenerator
 
     generator = OnnxGenerator(directory, threads=threads)
     generator.generate("ROMEO:", length=4, seed=0)

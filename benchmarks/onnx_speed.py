@@ -25,7 +25,7 @@ depend on them. Prints a Markdown table with the ratios the issue asks for
 `--json PATH` writes everything.
 
 Streaming generation tokens/s (batch 1, step graph float vs int8) is measured
-by `streaming_generation()` below when `keraseq.runtime` and the streaming
+by `streaming_generation()` below when `keraseq.export.runtime` and the streaming
 export are available; `benchmarks/generation_speed.py` compares it with Keras
 generation on each backend.
 
@@ -101,14 +101,14 @@ def load():
 
 # == streaming generation tokens/s ==========================================
 # Batch 1, the prompt as one chunk then one token per step, with
-# keraseq.runtime.OnnxGenerator on the float step graph and on its int8 copy.
+# keraseq.export.runtime.OnnxGenerator on the float step graph and on its int8 copy.
 # The comparison with Keras generation per backend lives in
 # benchmarks/generation_speed.py.
 def streaming_generation(model, threads, length, repeats):
     """{"float": tokens/s, "int8": tokens/s, ...} or {"skipped": why}."""
     try:
         from keraseq.export.native import export_streaming
-        from keraseq.runtime import OnnxGenerator
+        from keraseq.export.runtime import OnnxGenerator
         from keraseq.text import Vocabulary
     except ImportError as error:
         return {"skipped": f"streaming runtime not available ({error})"}

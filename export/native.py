@@ -61,7 +61,8 @@ def converter(*classes):
     """Register `function(ctx, layer, args, kwargs) -> output name(s)` for
     layers of `classes` (looked up along the layer class's MRO). A str names
     a Keras op class (e.g. `"NotEqual"`, the mask `Embedding(mask_zero=True)`
-    adds to a functional graph), matched by class name in `keras.src.ops`."""
+    adds to a functional graph), matched by class name among Keras operations
+    that are not layers."""
 
     def register(function):
         for cls in classes:
@@ -76,7 +77,9 @@ def _converter_for(layer):
     for cls in type(layer).__mro__:
         if cls in _CONVERTERS:
             return _CONVERTERS[cls]
-    if type(layer).__module__.startswith("keras.src.ops."):
+    import keras
+
+    if isinstance(layer, keras.Operation) and not isinstance(layer, keras.layers.Layer):
         return _CONVERTERS.get(type(layer).__name__)
     return None
 

@@ -3,8 +3,9 @@
 `import keraseq` is cheap and imports neither Keras nor any backend: the layer
 classes (`keraseq.LSTM`, ...) and the submodules (`keraseq.layers`,
 `keraseq.models`, `keraseq.text`, `keraseq.generation`, `keraseq.export`,
-`keraseq.sampling`, `keraseq.runtime`) are loaded on first access (PEP 562).
-That keeps `keraseq generate DIR --onnx` (onnxruntime and numpy only) free of
+`keraseq.sampling`) are loaded on first access (PEP 562).
+That keeps `keraseq generate DIR --onnx` (`keraseq.export.runtime`:
+onnxruntime and numpy only) free of
 Keras.
 
 Importing `keraseq.layers` (or touching any layer class) registers keraseq's
@@ -36,7 +37,6 @@ _SUBMODULES = (
     "generation",
     "export",
     "sampling",
-    "runtime",
 )
 
 __all__ = [*_LAYER_NAMES, "load_model"]

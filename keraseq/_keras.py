@@ -4,7 +4,7 @@ Every keraseq module that uses Keras (`keraseq.layers`, `keraseq.text`,
 `keraseq.models`, ...) calls `import_keras()` before its own `import keras`, so
 the first import happens here, with TensorFlow's native start-up lines muted.
 `import keraseq` alone does not import Keras (see `keraseq/__init__.py`), which
-keeps the ONNX generation path (`keraseq.runtime`) free of Keras and of every
+keeps the ONNX generation path (`keraseq.export.runtime`) free of Keras and of every
 backend.
 """
 

@@ -3,7 +3,7 @@
 The one implementation of tokenization (`tokenize`, `detokenize`) and of a
 vocabulary's data, decoding and JSON file (`TokenVocabulary`).
 `keraseq.text` re-exports all of it and adds `keraseq.text.Vocabulary`, which
-encodes with `keras.layers.StringLookup`; `keraseq.runtime` (ONNX generation
+encodes with `keras.layers.StringLookup`; `keraseq.export.runtime` (ONNX generation
 without Keras) uses `TokenVocabulary` directly. Both encode the same text to
 the same ids.
 """
@@ -272,7 +272,7 @@ class TokenVocabulary:
     `StringLookup` layer) and holds everything but that layer: the tokens,
     `decode`, `unknown`, the JSON file (`save` / `load`) and `from_text`.
     Its own `encode` is a dictionary look-up giving the same ids; it is what
-    `keraseq.runtime` uses to generate text without Keras.
+    `keraseq.export.runtime` uses to generate text without Keras.
 
     Args:
         tokens: sequence of distinct, non-empty strings, without `"[UNK]"`;

@@ -311,7 +311,7 @@ def _generate_onnx(args):
                 f"DIR {str(args.dir)!r} has no {name}: not a directory written by `keraseq train`"
             )
     try:
-        from keraseq.runtime import OnnxGenerator
+        from keraseq.export.runtime import OnnxGenerator
 
         generator = OnnxGenerator(directory, threads=args.threads)
     except ImportError as error:
@@ -442,7 +442,7 @@ def _export_streaming(directory, config, tokens):
     checked against the Keras model, then moved into `directory`."""
     from keraseq.export.native import export_streaming
     from keraseq.export.streaming import check_streaming_parity, save_report
-    from keraseq.runtime import file_sha256  # the hash `generate --onnx` checks
+    from keraseq.export.runtime import file_sha256  # the hash `generate --onnx` checks
 
     model, _, _ = _load_run(directory)
     scratch = Path(tempfile.mkdtemp(prefix=".streaming-", dir=directory))

@@ -1,7 +1,7 @@
 """Sampling text from a keraseq language model.
 
 `sample_token` lives in `keraseq.sampling` (numpy only, shared with the ONNX
-runtime `keraseq.runtime`) and is re-exported here.
+runtime `keraseq.export.runtime`) and is re-exported here.
 """
 
 import numpy as np
@@ -35,7 +35,7 @@ def generate(
     backend compiles once); the model is causal, so the logits at the last real
     position ignore the padding. Every token is drawn by
     `keraseq.sampling.next_token` (float64 softmax, id 0 never emitted, one
-    `rng.choice` per token), the rule `keraseq.runtime.OnnxGenerator` shares,
+    `rng.choice` per token), the rule `keraseq.export.runtime.OnnxGenerator` shares,
     so greedy decoding (`temperature=0`) gives the same ids from the ONNX
     streaming graphs.
 

@@ -1,7 +1,7 @@
 """Next-token sampling, shared by Keras generation and ONNX generation.
 
 Plain Python and numpy only (no Keras): `keraseq.generation.generate` (Keras
-models) and `keraseq.runtime` (onnxruntime) both draw every token through
+models) and `keraseq.export.runtime` (onnxruntime) both draw every token through
 `next_token`, so the same logits and the same seed give the same ids.
 """
 
@@ -97,7 +97,7 @@ def prompt_ids(vocabulary, prompt):
 
     Args:
         vocabulary: a `keraseq.text.Vocabulary` or
-            `keraseq.runtime.TokenVocabulary`.
+            `keraseq.export.runtime.TokenVocabulary`.
         prompt: non-empty str, every token of which is in the vocabulary.
 
     Returns:

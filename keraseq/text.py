@@ -18,7 +18,7 @@ model.fit(train, validation_data=(x_val, y_val), epochs=1)
 internally (TensorFlow must be installed, whatever the Keras backend).
 Tokenization, decoding and the vocabulary file are implemented once, without
 Keras, in `keraseq._tokens` (re-exported here), and shared with
-`keraseq.runtime`.
+`keraseq.export.runtime`.
 """
 
 import os
@@ -184,7 +184,7 @@ class Vocabulary(TokenVocabulary):
     be made from NumPy arrays"), so this keeps all backends on one path.
     Everything but the layer (`decode`, `unknown`, `save`, `load`,
     `from_text`) is inherited from `keraseq._tokens.TokenVocabulary`, the
-    Keras-free vocabulary of `keraseq.runtime`, which encodes to the same ids
+    Keras-free vocabulary of `keraseq.export.runtime`, which encodes to the same ids
     by dictionary look-up.
 
     Args:

@@ -1,4 +1,4 @@
-"""Generation with onnxruntime alone (`keraseq.runtime`, `keraseq generate --onnx`),
+"""Generation with onnxruntime alone (`keraseq.export.runtime`, `keraseq generate --onnx`),
 the numpy sampling rule it shares with Keras generation, and the lazy `import keraseq`.
 
 References: Keras generation (`keraseq.generation.generate`) on the same weights
@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 
 import keraseq
-from keraseq import runtime, sampling, text
+from keraseq import sampling, text
+from keraseq.export import runtime
 from keraseq.cli import main
 from keraseq.generation import generate
 from keraseq.models import language_model
-from keraseq.runtime import OnnxGenerator, TokenVocabulary
+from keraseq.export.runtime import OnnxGenerator, TokenVocabulary
 
 CORPUS = "hello world, the quick brown fox jumps over the lazy dog.\n"
 CONTEXT = 16  # the runs' sequence_length: Keras generation's window
@@ -640,7 +641,7 @@ def _python(code):
 
 def test_import_keraseq_imports_no_keras():
     out = _python(
-        "import sys, keraseq, keraseq.cli, keraseq.runtime, keraseq.sampling\n"
+        "import sys, keraseq, keraseq.cli, keraseq.export.runtime, keraseq.sampling\n"
         "import keraseq.generation\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         f"{BLOCKED!r}))\n"
@@ -677,6 +678,6 @@ def test_package_names():
 
     assert list(keraseq.layers.__all__) == list(keraseq._LAYER_NAMES)
     assert {*keraseq._LAYER_NAMES, "load_model"} == set(keraseq.__all__)
-    assert {"text", "runtime", "LSTM", "load_model"} <= set(dir(keraseq))
+    assert {"text", "sampling", "LSTM", "load_model"} <= set(dir(keraseq))
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         keraseq.Nope  # noqa: B018

@@ -44,7 +44,7 @@ TensorFlow, JAX or torch; onnxruntime is imported when a graph is loaded.
 Example:
 
 ```python
-from keraseq.runtime import OnnxGenerator
+from keraseq.export.runtime import OnnxGenerator
 
 generator = OnnxGenerator("runs/shakespeare-char-lstm", threads=2)
 print(generator.generate("ROMEO:", length=200, temperature=0.8, seed=0))
