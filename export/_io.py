@@ -195,6 +195,22 @@ def _register_keraseq_layers():
         import keraseq.layers  # noqa: F401
 
 
+def cpu_session(path, threads=None):
+    """An onnxruntime CPU `InferenceSession` of the graph at `path`, logging
+    errors only; `threads` (default `None`: onnxruntime's choice) sets the
+    intra-op threads and then one inter-op thread."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings would bury the command line's output
+    return onnxruntime.InferenceSession(
+        os.fspath(path), options, providers=["CPUExecutionProvider"]
+    )
+
+
 def _one_line(error):
     return " ".join(str(error).split())
 

@@ -367,15 +367,7 @@ def _io_plan(session, onnx_path):
 
 
 def _session(path, threads):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(
-        path, options, providers=["CPUExecutionProvider"]
-    )
+    return _io.cpu_session(path, threads)
 
 
 class _Runner:

@@ -61,6 +61,7 @@ import numpy as np
 
 from keraseq._tokens import TokenVocabulary, check_token_ids
 from keraseq._validation import check_positive_int, is_int
+from keraseq.export._io import cpu_session
 from keraseq.sampling import check_sampling, generated_text, next_token, prompt_ids
 
 __all__ = [
@@ -140,20 +141,13 @@ class OnnxGraph:
     """
 
     def __init__(self, path, threads=None):
-        import onnxruntime
+        import onnxruntime  # noqa: F401 - a missing onnxruntime raises ImportError here
 
         threads = check_positive_int("threads", threads, allow_none=True)
         self.path = Path(path)
         self.threads = threads
-        options = onnxruntime.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: warnings would bury the CLI's output
         try:
-            self.session = onnxruntime.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
+            self.session = cpu_session(self.path, threads)
         except Exception as error:  # noqa: BLE001 - a damaged or foreign file
             raise ValueError(
                 f"{self.name} could not be loaded by onnxruntime "

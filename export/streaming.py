@@ -60,18 +60,6 @@ class StreamingReport:
         return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 
 
-def _session(path, threads):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(
-        str(path), options, providers=["CPUExecutionProvider"]
-    )
-
-
 def _metadata(session):
     raw = session.get_modelmeta().custom_metadata_map.get("keraseq_streaming")
     if raw is None:
@@ -148,10 +136,11 @@ def check_streaming_parity(model, files, tokens, atol=1e-5, rtol=1e-5, threads=N
     split = length // 2 if split is None else split
     reference = np.asarray(keras.ops.convert_to_numpy(model(tokens)), np.float64)
     if "step" in files:
-        session = _session(files["step"], threads)
+        session = _io.cpu_session(files["step"], threads)
         run = lambda chunks: run_step_graph(session, tokens, chunks)  # noqa: E731
     elif "prefill" in files and "decode" in files:
-        prefill, decode = _session(files["prefill"], threads), _session(files["decode"], threads)
+        prefill = _io.cpu_session(files["prefill"], threads)
+        decode = _io.cpu_session(files["decode"], threads)
         run = lambda chunks: run_cache_graphs(prefill, decode, tokens, chunks)  # noqa: E731
     else:
         raise ValueError(
