@@ -146,29 +146,42 @@ def tokens_per_second(step, tokens, steps):
     return steps * tokens / (time.perf_counter() - start)
 
 
-def measure(ours, theirs, x, y, repeats, steps, warmup):
+def measure(ours, theirs, x, y, repeats, steps, warmup, explicit=None):
+    """Median tokens/s of each model, forward and train, interleaved.
+
+    `explicit` (optional) is a copy of `ours` run with keraseq's backend fast
+    paths switched off, to show what each lever is worth."""
+    from keraseq.layers import _fast_path
+
     tokens = x.shape[0] * x.shape[1]
+    contestants = {"keraseq": (ours, True), "keras": (theirs, True)}
+    if explicit is not None:
+        contestants["explicit"] = (explicit, False)
     result = {}
     for mode in ("forward", "train"):
-        if mode == "forward":
-            calls = [lambda m=m: m.predict_on_batch(x) for m in (ours, theirs)]
-        else:
-            calls = [lambda m=m: m.train_on_batch(x, y) for m in (ours, theirs)]
-        for call in calls:  # compile / warm up
+        calls = {}
+        for name, (model, fast) in contestants.items():
+            def call(model=model, fast=fast):
+                with _fast_path.enabled(fast):  # also at trace time (JAX, TF)
+                    if mode == "forward":
+                        return model.predict_on_batch(x)
+                    return model.train_on_batch(x, y)
+            calls[name] = call
+        for call in calls.values():  # compile / warm up
             for _ in range(warmup):
                 call()
-        timings = ([], [])
-        for _ in range(repeats):  # interleaved: A, B, A, B, ...
-            for timing, call in zip(timings, calls):
-                timing.append(tokens_per_second(call, tokens, steps))
-        medians = [statistics.median(t) for t in timings]
-        result[mode] = {
-            "keraseq": medians[0],
-            "keras": medians[1],
-            "ratio": medians[0] / medians[1],
-            "keraseq_all": timings[0],
-            "keras_all": timings[1],
-        }
+        timings = {name: [] for name in calls}
+        for _ in range(repeats):  # interleaved: A, B, (C,) A, B, ...
+            for name, call in calls.items():
+                timings[name].append(tokens_per_second(call, tokens, steps))
+        entry = {}
+        for name, values in timings.items():
+            entry[name] = statistics.median(values)
+            entry[f"{name}_all"] = values
+        entry["ratio"] = entry["keraseq"] / entry["keras"]
+        if explicit is not None:
+            entry["explicit_ratio"] = entry["explicit"] / entry["keras"]
+        result[mode] = entry
     return result
 
 
@@ -215,7 +228,13 @@ def run_backend(args):
         difference = float(
             np.max(np.abs(ours.predict_on_batch(x) - theirs.predict_on_batch(x)))
         )
-        entry = measure(ours, theirs, x, y, args.repeats, args.steps, args.warmup)
+        explicit = None
+        if name in ("SimpleRNN", "LSTM"):
+            explicit = keras.models.clone_model(ours)
+            explicit.compile(keras.optimizers.Adam(1e-3), keras.losses.MeanSquaredError())
+            explicit.set_weights(ours.get_weights())
+        entry = measure(ours, theirs, x, y, args.repeats, args.steps, args.warmup,
+                        explicit)
         entry["max_abs_difference"] = difference
         entry["input_shape"] = list(shape)
         results["layers"][name] = entry
@@ -224,7 +243,9 @@ def run_backend(args):
             print(
                 f"{results['backend']:10s} {name:18s} {mode:7s} keraseq "
                 f"{r['keraseq']:10.0f} tok/s  keras {r['keras']:10.0f} tok/s  "
-                f"ratio {r['ratio']:.2f}  (max |diff| {difference:.1e})",
+                f"ratio {r['ratio']:.2f}"
+                + (f"  explicit/keras {r['explicit_ratio']:.2f}" if "explicit" in r else "")
+                + f"  (max |diff| {difference:.1e})",
                 flush=True,
             )
     results["seconds"] = time.perf_counter() - started
@@ -273,16 +294,17 @@ def spread(values):
 def table(runs):
     lines = [
         "| backend | layer | mode | keraseq tok/s | Keras tok/s | keraseq / Keras "
-        "| spread keraseq / Keras |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| explicit path / Keras | spread keraseq / Keras |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         for name, entry in run["layers"].items():
             for mode in ("forward", "train"):
                 r = entry[mode]
+                explicit = f"{r['explicit_ratio']:.2f}" if "explicit_ratio" in r else "–"
                 lines.append(
                     f"| {run['backend']} | {name} | {mode} | {r['keraseq']:,.0f} "
-                    f"| {r['keras']:,.0f} | {r['ratio']:.2f} "
+                    f"| {r['keras']:,.0f} | {r['ratio']:.2f} | {explicit} "
                     f"| {spread(r['keraseq_all'])} / {spread(r['keras_all'])} |"
                 )
     return lines

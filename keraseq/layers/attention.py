@@ -6,6 +6,7 @@ import string
 import keras
 from keras import ops
 
+from keraseq.layers import _fast_path
 from keraseq.layers._validation import (
     check_bool,
     check_last_axis_known,
@@ -477,9 +478,13 @@ class MultiHeadAttention(keras.layers.Layer):
             use_causal_mask and not (fused and causal_only),
         )
 
-        q = self._query_dense(query)  # (B, T, N, key_dim)
-        k = self._key_dense(key)  # (B, S, N, key_dim)
-        v = self._value_dense(value)  # (B, S, N, value_dim)
+        if (query is value and key is value and self.key_dim == self._value_dim
+                and _fast_path.fuse_qkv_projection()):
+            q, k, v = self._fused_qkv(query)
+        else:
+            q = self._query_dense(query)  # (B, T, N, key_dim)
+            k = self._key_dense(key)  # (B, S, N, key_dim)
+            v = self._value_dense(value)  # (B, S, N, value_dim)
 
         if fused:
             context = self._fused_attention(
@@ -492,6 +497,17 @@ class MultiHeadAttention(keras.layers.Layer):
         if return_attention_scores:
             return output, scores
         return output
+
+    def _fused_qkv(self, x):
+        """Self-attention: the query, key and value projections as one einsum
+        over the three kernels side by side, `(features, 3 * num_heads,
+        key_dim)`, then split. Same weights, same math as three projections."""
+        projections = (self._query_dense, self._key_dense, self._value_dense)
+        kernel = ops.concatenate([p.kernel for p in projections], axis=-2)
+        qkv = ops.einsum(self._query_dense._equation, x, kernel)  # (B, T, 3N, K)
+        if self.use_bias:
+            qkv = ops.add(qkv, ops.concatenate([p.bias for p in projections], axis=0))
+        return ops.split(qkv, 3, axis=2)  # 3 x (B, T, N, K)
 
     def _explicit_attention(self, q, k, v, mask, training):
         q = ops.multiply(q, ops.cast(self._inverse_sqrt_key_dim, q.dtype))

@@ -11,7 +11,12 @@ Two things are added on top of `keras.layers.RNN`:
 
 * the input projection `x_t · kernel + bias` is hoisted out of the loop and
   computed for every time step in one matmul (the loop then only does the
-  recurrent matmul and the gates); the math is unchanged.
+  recurrent matmul and the gates); the math is unchanged. (Not on JAX without a
+  GPU, where XLA's `scan` is faster with the projection inside the step.)
+* a backend fast path (`keraseq/layers/_fast_path.py`): with the standard
+  activations, no mask and no recurrent dropout, PyTorch runs `torch.lstm` /
+  `torch.rnn_tanh` / `torch.rnn_relu` and JAX on a GPU runs cuDNN's LSTM, the
+  same math in one fused kernel.
 * dropout masks are drawn once per call, outside the loop, and reused at every
   time step (Gal & Ghahramani 2016, https://arxiv.org/abs/1512.05287), as Keras
   does; `training` decides whether they apply.
@@ -20,6 +25,7 @@ Two things are added on top of `keras.layers.RNN`:
 import keras
 from keras import ops
 
+from keraseq.layers import _fast_path
 from keraseq.layers._validation import (
     check_bool,
     check_last_axis_known,
@@ -103,8 +109,9 @@ class RecurrentCell(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.state_size = self.units
         self.output_size = self.units
-        # Set by the sequence layer while it drives the loop: (recurrent_mask,)
-        # means "inputs are already projected, use this recurrent dropout mask".
+        # Set by the sequence layer while it drives the loop: (recurrent_mask,
+        # projected): use this recurrent dropout mask; `projected` says whether
+        # the inputs already are `x_t · kernel + bias`.
         object.__setattr__(self, "_in_loop", None)
 
     # -- weights --------------------------------------------------------------
@@ -158,9 +165,10 @@ class RecurrentCell(keras.layers.Layer):
 
     def call(self, inputs, states, training=False):
         if self._in_loop is not None:
-            # Driven by a keraseq sequence layer: `inputs` is `x_t · kernel + bias`.
-            (recurrent_mask,) = self._in_loop
-            return self.recurrence(inputs, states, recurrent_mask)
+            # Driven by a keraseq sequence layer (input dropout already applied).
+            recurrent_mask, projected = self._in_loop
+            z_t = inputs if projected else self.project(inputs)
+            return self.recurrence(z_t, states, recurrent_mask)
         recurrent_mask = None
         if training and self.dropout > 0:
             inputs = inputs * self.dropout_mask(inputs, self.dropout)
@@ -249,13 +257,18 @@ class RecurrentLayer(keras.layers.RNN):
             # One mask per sequence, shared by every time step.
             keep = cell.dropout_mask(sequences[:, 0, :], cell.dropout)
             sequences = sequences * ops.expand_dims(keep, 1)
+        fused = _fast_path.recurrent_sequence(self, sequences, initial_state, mask, training)
+        if fused is not None:
+            return fused
         recurrent_mask = None
         if training and cell.recurrent_dropout > 0:
             recurrent_mask = cell.dropout_mask(initial_state[0], cell.recurrent_dropout)
-        projected = cell.project(sequences)  # (batch_size, sequence_length, blocks * units)
-        object.__setattr__(cell, "_in_loop", (recurrent_mask,))
+        projected = _fast_path.hoist_input_projection()
+        if projected:
+            sequences = cell.project(sequences)  # (batch_size, sequence_length, blocks * units)
+        object.__setattr__(cell, "_in_loop", (recurrent_mask, projected))
         try:
-            return super().inner_loop(projected, initial_state, mask, training=training)
+            return super().inner_loop(sequences, initial_state, mask, training=training)
         finally:
             object.__setattr__(cell, "_in_loop", None)
 

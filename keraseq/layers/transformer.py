@@ -1,10 +1,9 @@
 """Pre-norm causal transformer decoder block."""
 
-import math
-
 import keras
 from keras import ops
 
+from keraseq.layers import _fast_path
 from keraseq.layers._validation import (
     check_bool,
     check_last_axis_known,
@@ -252,11 +251,7 @@ class TransformerBlock(keras.layers.Layer):
 
     def _activate(self, h):
         if self.activation is keras.activations.gelu:
-            # Exact GELU written with `erf`: on TensorFlow Keras's gelu
-            # lowers to `Erfc`, which tf2onnx cannot convert.
-            scale = ops.cast(1.0 / math.sqrt(2.0), h.dtype)
-            erf = ops.erf(ops.multiply(h, scale))
-            return ops.multiply(ops.multiply(h, 0.5), ops.add(erf, 1.0))
+            return _fast_path.gelu(h)  # exact GELU; see _fast_path.gelu
         return self.activation(h)
 
     def compute_mask(self, inputs, previous_mask=None):
