@@ -1164,6 +1164,22 @@ def write_outputs(report, out):
     return json_path, markdown_path
 
 
+def failures(report):
+    """One line per backend, case or model that did not run to the end."""
+    lines = []
+    for run in report["runs"]:
+        if run.get("error"):
+            lines.append(f"{run.get('backend')}: {run['error']}")
+        for name, case in run["cases"].items():
+            if case.get("status") != "ok":
+                lines.append(f"{run.get('backend')} {name}: {case.get('error')}")
+            for model in case.get("models", []):
+                if model.get("status") != "ok":
+                    lines.append(f"{run.get('backend')} {name} {model.get('model')}: "
+                                 f"{model.get('error')}")
+    return lines
+
+
 def measured_anything(report):
     return any(
         "tokens_per_s" in model
@@ -1262,6 +1278,11 @@ def main():
         sys.exit(1)
     json_path, markdown_path = write_outputs(report, out)
     log(f"wrote {json_path} and {markdown_path} ({report['seconds']:.0f} s)")
+    if args.smoke and failures(report):
+        # CI runs the smoke check: on the CPU every case must run.
+        for line in failures(report):
+            log(f"failed: {line}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -243,3 +243,24 @@ def test_fused_qkv_projection_equals_three(use_bias, rng, monkeypatch):
     np.testing.assert_allclose(results[0][0], results[1][0], atol=TOL)
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, atol=TOL)
+
+
+def test_causal_block_uses_is_causal_not_a_mask(rng, monkeypatch):
+    """A causal TransformerBlock hands the fused kernel `is_causal=True` and no
+    (length × length) boolean mask, so flash kernels can apply, and matches the
+    explicit path."""
+    seen = []
+    original = keras.ops.dot_product_attention
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("is_causal"), kwargs.get("mask") is None))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(keras.ops, "dot_product_attention", spy)
+    block = keraseq.layers.TransformerBlock(num_heads=2, intermediate_dim=16)
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    fused = to_np(block(x))
+    assert seen == [(True, True)]
+    block._self_attention.use_fused = False
+    np.testing.assert_allclose(fused, to_np(block(x)), atol=TOL)
+    assert len(seen) == 1
