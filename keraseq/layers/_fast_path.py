@@ -27,6 +27,11 @@ What is here, and why (figures in `docs/benchmarks_cpu.md`):
   loop, except on JAX without a GPU, where XLA's CPU `scan` ran faster with the
   projection inside the step (LSTM(256), batch 32, length 64: train step 39 ms
   vs 53 ms).
+* **Fused attention where it runs** (`fused_attention_supported`): JAX's
+  `dot_product_attention` fails to compile for float16 on a CPU, so
+  `mixed_float16` attention on JAX without a GPU uses the explicit path.
+* **Self-attention Q, K, V in one einsum** (`fuse_qkv_projection`), on the
+  backends where it measured faster.
 * **Exact GELU** (`gelu`): the backend's fused kernel, except on TensorFlow,
   where `tf.nn.gelu` lowers to `Erfc`, which tf2onnx cannot convert, so the
   same function is written with `erf`.
@@ -86,6 +91,17 @@ def fuse_qkv_projection():
     """Whether self-attention computes Q, K and V with one einsum over the
     three kernels side by side instead of three (same weights, same math)."""
     return _ENABLED[0] and _backend() in _FUSED_QKV_BACKENDS
+
+
+def fused_attention_supported(compute_dtype):
+    """Whether `keras.ops.dot_product_attention` runs for this dtype here.
+
+    JAX's kernel asks XLA for float32 logits from float16 inputs, which the CPU
+    `dot_general` refuses once compiled (`F16_F16_F32 is not supported`); the
+    explicit path (float32 softmax) is used there instead."""
+    if _backend() == "jax" and compute_dtype == "float16":
+        return _jax_has_gpu()
+    return True
 
 
 def gelu(x):

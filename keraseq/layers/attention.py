@@ -463,6 +463,7 @@ class MultiHeadAttention(keras.layers.Layer):
             and not return_attention_scores
             and not dropout_active
             and self.key_dim == self._value_dim
+            and _fast_path.fused_attention_supported(self.compute_dtype)
         )
         # Causal masking alone never empties a row, so it can go to the fused
         # kernel as `is_causal` instead of an explicit (T, S) mask.

@@ -85,6 +85,9 @@ class LSTMCell(RecurrentCell):
         self.recurrent_activation = resolved
         self.unit_forget_bias = unit_forget_bias
         self.state_size = [self.units, self.units]
+        # Keras would cast every argument, the cell state too, to the compute
+        # dtype at each step; the cell casts its inputs and `h` itself.
+        self._convert_input_args = False
 
     def _bias_initializer(self):
         if not self.unit_forget_bias:
@@ -115,6 +118,7 @@ class LSTMCell(RecurrentCell):
             `(i, f, g, o, c_t, h_t)`, each `(batch_size, units)`.
         """
         h_tm1, c_tm1 = states
+        h_tm1 = ops.cast(h_tm1, self.compute_dtype)
         if recurrent_mask is not None:
             h_tm1 = h_tm1 * recurrent_mask
         z = z_t + ops.matmul(h_tm1, self.recurrent_kernel)
@@ -123,8 +127,10 @@ class LSTMCell(RecurrentCell):
         f = self.recurrent_activation(z_f)
         g = self.activation(z_c)
         o = self.recurrent_activation(z_o)
-        c = f * c_tm1 + i * g
-        h = o * self.activation(c)
+        # The cell state keeps the dtype it comes in (float32 inside keraseq's
+        # LSTM under mixed precision), so small updates are not rounded away.
+        c = ops.cast(f, c_tm1.dtype) * c_tm1 + ops.cast(i * g, c_tm1.dtype)
+        h = o * self.activation(ops.cast(c, o.dtype))
         return i, f, g, o, c, h
 
     def recurrence(self, z_t, states, recurrent_mask):
@@ -258,6 +264,15 @@ class LSTM(RecurrentLayer):
             stateful=stateful,
             unroll=unroll,
             **kwargs,
+        )
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        h_0, c_0 = initial_state
+        # Mixed precision: the cell state runs in float32 (Keras's LSTM keeps it
+        # in the compute dtype, where bfloat16 stops adding small updates);
+        # `return_state` hands it back in the compute dtype.
+        return super().inner_loop(
+            sequences, [h_0, ops.cast(c_0, "float32")], mask, training=training
         )
 
     @property

@@ -164,6 +164,7 @@ class RecurrentCell(keras.layers.Layer):
         raise NotImplementedError
 
     def call(self, inputs, states, training=False):
+        inputs = ops.cast(inputs, self.compute_dtype)
         if self._in_loop is not None:
             # Driven by a keraseq sequence layer (input dropout already applied).
             recurrent_mask, projected = self._in_loop
