@@ -7,7 +7,11 @@ its Keras counterpart are built on the same shapes with the same weights
 - forward: `predict_on_batch` of a model holding only the layer;
 - train step: `train_on_batch` of that model (MSE to a random target, Adam).
 
-The two are interleaved (keraseq, Keras, keraseq, Keras, ...) after a warm-up,
+A third contestant is the same keraseq model with the backend fast paths off
+(`keraseq.layers._fast_path.enabled(False)`: the explicit `keras.ops` path), to
+show what each lever is worth.
+
+The three are interleaved (keraseq, Keras, explicit, ...) after a warm-up,
 so drifts in load hit both; the median tokens/s over the repeats and the ratio
 keraseq / Keras are printed as a Markdown table.
 
@@ -185,6 +189,15 @@ def measure(ours, theirs, x, y, repeats, steps, warmup, explicit=None):
     return result
 
 
+def threads(backend):
+    """Intra-op threads of the backend (torch reports its own)."""
+    if backend == "torch":
+        import torch
+
+        return f"{torch.get_num_threads()} intra-op threads"
+    return f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+
+
 def load():
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -214,6 +227,7 @@ def run_backend(args):
         "precision": "float32",
         "machine": machine(),
         "load_before": load(),
+        "threads": threads(keras.backend.backend()),
         "repeats": args.repeats,
         "steps": args.steps,
         "shapes": shapes,
@@ -228,11 +242,11 @@ def run_backend(args):
         difference = float(
             np.max(np.abs(ours.predict_on_batch(x) - theirs.predict_on_batch(x)))
         )
-        explicit = None
-        if name in ("SimpleRNN", "LSTM"):
-            explicit = keras.models.clone_model(ours)
-            explicit.compile(keras.optimizers.Adam(1e-3), keras.losses.MeanSquaredError())
-            explicit.set_weights(ours.get_weights())
+        # The same keraseq model with the backend fast paths off (see
+        # keraseq/layers/_fast_path.py): what the levers are worth.
+        explicit = keras.models.clone_model(ours)
+        explicit.compile(keras.optimizers.Adam(1e-3), keras.losses.MeanSquaredError())
+        explicit.set_weights(ours.get_weights())
         entry = measure(ours, theirs, x, y, args.repeats, args.steps, args.warmup,
                         explicit)
         entry["max_abs_difference"] = difference
@@ -269,6 +283,10 @@ def machine():
 
 # ---------------------------------------------------------------------------
 # Reporting.
+
+
+def threads_text(runs):
+    return "; ".join(f"{r['backend']} {r.get('threads', 'default')}" for r in runs)
 
 
 def shapes_text(shapes):
@@ -325,7 +343,10 @@ def markdown(runs, old_text=None):
         f"model holding only the layer; {first['steps']} calls per repeat, "
         f"median of {first['repeats']} interleaved repeats after warm-up; "
         "tokens/s = batch × length / seconds per call; spread = fastest repeat "
-        "/ slowest repeat (large spreads mean the medians are noisy).",
+        "/ slowest repeat (large spreads mean the medians are noisy); "
+        "explicit path = the same keraseq model with the backend fast paths of "
+        "`keraseq/layers/_fast_path.py` switched off.",
+        f"- Threads: {threads_text(runs)}.",
         "- Load average (1, 5, 15 min) before / after each backend: "
         + "; ".join(
             f"{r['backend']} {r['load_before']} / {r['load_after']} "
