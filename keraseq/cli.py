@@ -1,6 +1,6 @@
 """The `keraseq` command line: train, generate, export.
 
-Exit codes: 0 success; 1 a check failed (ONNX parity); 2 bad input (one line on
+Exit codes: 0 success; 1 a check failed (ONNX parity) or training diverged; 2 bad input (one line on
 stderr, nothing written).
 """
 
@@ -54,6 +54,7 @@ _non_negative_float = _typed(
     float, lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0"
 )
 _unit_interval = _typed(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+_rate = _typed(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def build_parser():
@@ -84,7 +85,16 @@ def build_parser():
                        help="number of recurrent layers / transformer blocks "
                        "(default: 1; 2 for transformer)")
     train.add_argument("--learning-rate", type=_positive_float, default=2e-3,
-                       help="Adam learning rate (default: 0.002)")
+                       help="Adam (AdamW with --weight-decay) learning rate (default: 0.002)")
+    train.add_argument("--dropout", type=_rate, default=0.0,
+                       help="dropout rate on every non-recurrent connection, in [0, 1) "
+                       "(default: 0)")
+    train.add_argument("--weight-decay", type=_positive_float, default=None,
+                       help="train with AdamW and this decoupled weight decay on the "
+                       "weight matrices (default: none, plain Adam)")
+    train.add_argument("--patience", type=_positive_int, default=3,
+                       help="stop after N epochs without a lower validation loss; the "
+                       "epoch with the lowest validation loss is the one kept (default: 3)")
     train.add_argument("--max-tokens", type=_positive_int, default=None,
                        help="use only the first N tokens of the corpus (quick runs)")
     train.add_argument("--seed", type=_non_negative_int, default=0,
@@ -201,6 +211,7 @@ def cmd_train(args):
     from keraseq._keras import import_keras
 
     keras = import_keras()  # quietly: TensorFlow's C++ start-up lines muted
+    from keraseq import load_model as keraseq_load_model
     from keraseq.generation import generate
     from keraseq.models import compile_language_model, language_model, nats_to_bits
     from keraseq.text import LanguageModelDataset, Vocabulary, load_corpus, split
@@ -224,8 +235,11 @@ def cmd_train(args):
         units=units,
         num_layers=layers,
         sequence_length=args.sequence_length,
+        dropout=args.dropout,
     )
-    compile_language_model(model, learning_rate=args.learning_rate)
+    compile_language_model(
+        model, learning_rate=args.learning_rate, weight_decay=args.weight_decay
+    )
     out = Path(args.out or f"runs/{_corpus_label(args.corpus)}-{args.level}-{args.model}")
     unit = "char" if args.level == "char" else "word"
     print(
@@ -235,35 +249,75 @@ def cmd_train(args):
         flush=True,
     )
 
-    started = time.time()
-    history = model.fit(
-        train_data,
-        validation_data=validation_data,
-        epochs=args.epochs,
-        shuffle=False,  # the dataset shuffles its windows itself, from --seed
-        verbose=1,
-    )
-    train_seconds = time.time() - started
-    evaluation = model.evaluate(validation_data, verbose=0, return_dict=True)
-    nats = float(evaluation["loss"])
-    sample = generate(
-        model,
-        vocabulary,
-        _prompt_for(text, args.level),
-        length=SAMPLE_LENGTH,
-        temperature=0.8,
-        seed=args.seed,
-        context_length=args.sequence_length,
-    )
-
+    # Everything is written into a staging directory next to `out` and moved
+    # into `out` at the end. The best epoch so far (lowest validation loss) is
+    # saved by ModelCheckpoint to a temporary name, then renamed (os.replace,
+    # atomic) to model.keras: model.keras is always a complete checkpoint.
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        model.save(staging / "model.keras")
+        checkpoint = staging / "model.keras"
+        partial = staging / "model.partial.keras"
+
+        def publish_checkpoint(epoch, logs):
+            if partial.exists():  # written by ModelCheckpoint this epoch
+                os.replace(partial, checkpoint)
+
+        callbacks = [
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.ModelCheckpoint(partial, monitor="val_loss", save_best_only=True),
+            keras.callbacks.LambdaCallback(on_epoch_end=publish_checkpoint),
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=args.patience, restore_best_weights=True
+            ),
+        ]
+        started = time.time()
+        history = model.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=args.epochs,
+            shuffle=False,  # the dataset shuffles its windows itself, from --seed
+            callbacks=callbacks,
+            verbose=1,
+        )
+        train_seconds = time.time() - started
+        history = {key: [float(v) for v in values] for key, values in history.history.items()}
+        if not checkpoint.exists():
+            print(f"{PROG}: error: training diverged: the validation loss was not finite "
+                  "at any epoch, nothing written (try a lower --learning-rate)",
+                  file=sys.stderr)
+            return 1
+        epochs_run = len(history["val_loss"])
+        best = min(range(epochs_run), key=lambda e: (not math.isfinite(history["val_loss"][e]),
+                                                     history["val_loss"][e]))
+        best_epoch, best_val_loss = best + 1, history["val_loss"][best]
+        stopped_early = epochs_run < args.epochs
+        kept = f"kept epoch {best_epoch} of {epochs_run} (val_loss {best_val_loss:.4f})"
+        if stopped_early and epochs_run - best_epoch >= args.patience:
+            kept += (f"; stopped early after {epochs_run - best_epoch} epochs without "
+                     "improvement")
+        elif stopped_early:
+            kept += "; stopped early: the loss was not finite"
+        print(kept, flush=True)
+
+        # Everything reported below comes from the kept checkpoint itself.
+        model = keraseq_load_model(checkpoint)
+        evaluation = model.evaluate(validation_data, verbose=0, return_dict=True)
+        nats = float(evaluation["loss"])
+        sample = generate(
+            model,
+            vocabulary,
+            _prompt_for(text, args.level),
+            length=SAMPLE_LENGTH,
+            temperature=0.8,
+            seed=args.seed,
+            context_length=args.sequence_length,
+        )
+
         vocabulary.save(staging / "vocabulary.json")
         _write_json(
             staging / "history.json",
-            {key: [float(v) for v in values] for key, values in history.history.items()},
+            {**history, "best_epoch": best_epoch, "best_val_loss": best_val_loss},
         )
         (staging / "sample.txt").write_text(sample, encoding="utf-8")
         _write_json(
@@ -278,10 +332,18 @@ def cmd_train(args):
                 "batch_size": args.batch_size,
                 "sequence_length": args.sequence_length,
                 "learning_rate": args.learning_rate,
+                "dropout": args.dropout,
+                "weight_decay": args.weight_decay,
+                "optimizer": "adam" if args.weight_decay is None else "adamw",
+                "patience": args.patience,
                 "max_tokens": args.max_tokens,
                 "seed": args.seed,
                 "backend": keras.backend.backend(),
                 "keras_version": keras.__version__,
+                "epochs_run": epochs_run,
+                "best_epoch": best_epoch,
+                "stopped_early": stopped_early,
+                "kept": kept,
                 "validation_loss_nats": nats,
                 "validation_loss_bits": nats_to_bits(nats),
                 "train_seconds": round(train_seconds, 1),
@@ -294,7 +356,7 @@ def cmd_train(args):
     print(f"\nsample ({SAMPLE_LENGTH} {unit}s, temperature 0.8):\n{sample}\n")
     print(
         f"validation loss: {nats:.4f} nats/{unit}, {nats_to_bits(nats):.4f} bits/{unit} "
-        f"(trained {train_seconds:.0f} s)"
+        f"(epoch {best_epoch} of {epochs_run}, trained {train_seconds:.0f} s)"
     )
     print(f"wrote {out}/model.keras, vocabulary.json, history.json, sample.txt, config.json")
     return 0

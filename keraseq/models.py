@@ -14,7 +14,7 @@ from keraseq.layers import (  # noqa: E402
     TokenAndPositionEmbedding,
     TransformerBlock,
 )
-from keraseq._validation import check_positive_int, check_rate  # noqa: E402
+from keraseq._validation import check_positive_int, check_rate, is_number  # noqa: E402
 
 ARCHITECTURES = ("lstm", "rnn", "transformer")
 
@@ -46,6 +46,17 @@ def language_model(
       `LayerNormalization` → `Dense(vocabulary_size)`; sinusoidal positions, so
       any length runs (GPT-style decoder; Radford et al. 2019).
 
+    Dropout (`dropout > 0`) goes on every non-recurrent connection (Zaremba et
+    al. 2014; GPT-2): lstm: the input features of every LSTM (the embedding and
+    each layer below) and a `Dropout` named `output_dropout` before the logits;
+    rnn: the input features of every SimpleRNN (the output projection is inside
+    the last one, so nothing after it); transformer: a `Dropout` named
+    `embedding_dropout` after the embedding and, in every block, the attention
+    weights and both residual branches. The recurrent connections are never
+    dropped (`recurrent_dropout=0`). All of it is active only when training:
+    at inference the model gives the same logits as with `dropout=0` and the
+    same weights. With `dropout=0` no `Dropout` layer is added.
+
     Args:
         architecture: `"lstm"`, `"rnn"` or `"transformer"`.
         vocabulary_size: positive int, number of token ids (ids are in
@@ -58,7 +69,7 @@ def language_model(
         num_heads: positive int, default 4 (transformer only).
         sequence_length: training length, default None (documentation for the
             transformer's positions; the recurrent models take any length).
-        dropout: float in [0, 1), default 0.
+        dropout: float in [0, 1), default 0: the rate of every dropout above.
         name: optional model name.
 
     Returns:
@@ -99,6 +110,8 @@ def language_model(
             positional="sine",
             name="embedding",
         )(tokens)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
         for index in range(num_layers):
             x = TransformerBlock(
                 num_heads, 4 * units, dropout=dropout, name=f"block_{index}"
@@ -110,6 +123,8 @@ def language_model(
         if architecture == "lstm":
             for index in range(num_layers):
                 x = LSTM(units, return_sequences=True, dropout=dropout, name=f"lstm_{index}")(x)
+            if dropout > 0:
+                x = keras.layers.Dropout(dropout, name="output_dropout")(x)
             logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
         else:
             for index in range(num_layers):
@@ -125,18 +140,67 @@ def language_model(
     return keras.Model(tokens, logits, name=name or f"{architecture}_language_model")
 
 
-def compile_language_model(model, learning_rate=2e-3, global_clipnorm=1.0):
-    """Compile for next-token training: Adam with gradient clipping by global norm,
-    sparse categorical cross-entropy over every time step (from logits).
+def compile_language_model(model, learning_rate=2e-3, global_clipnorm=1.0, weight_decay=None):
+    """Compile for next-token training: Adam (AdamW with `weight_decay`) with
+    gradient clipping by global norm, sparse categorical cross-entropy over
+    every time step (from logits).
 
     The loss is the mean over all `batch_size × sequence_length` predicted tokens
     (the per-step losses summed, divided by their count), in nats per token;
     `nats_to_bits` converts it.
+
+    Args:
+        model: a built `keras.Model` (e.g. from `language_model`).
+        learning_rate: float > 0 or a
+            `keras.optimizers.schedules.LearningRateSchedule`, default 2e-3.
+        global_clipnorm: float > 0, default 1.0: gradients are rescaled so
+            that their global norm is at most this.
+        weight_decay: float > 0 or None (default). None: `keras.optimizers.Adam`,
+            no weight decay. A number: `keras.optimizers.AdamW` with decoupled
+            weight decay `w ← w − learning_rate · weight_decay · w` each step
+            (Loshchilov & Hutter 2019) on the matrices (kernels, embeddings)
+            only; 1-D variables (biases, normalization scales and offsets) are
+            not decayed, as in nanoGPT.
+
+    Returns:
+        `model`, compiled.
+
+    Raises:
+        ValueError: a non-positive or non-finite `learning_rate`,
+            `global_clipnorm` or `weight_decay`.
     """
-    model.compile(
-        optimizer=keras.optimizers.Adam(
+    for argument, value in (
+        ("learning_rate", learning_rate),
+        ("global_clipnorm", global_clipnorm),
+        ("weight_decay", weight_decay),
+    ):
+        if value is None and argument == "weight_decay":
+            continue
+        if argument == "learning_rate" and isinstance(
+            value, keras.optimizers.schedules.LearningRateSchedule
+        ):
+            continue
+        if not is_number(value) or not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"`{argument}` must be a finite number > 0"
+                f"{' or None' if argument == 'weight_decay' else ''}. "
+                f"Received: {argument}={value!r}"
+            )
+    if weight_decay is None:
+        optimizer = keras.optimizers.Adam(
             learning_rate=learning_rate, global_clipnorm=global_clipnorm
-        ),
+        )
+    else:
+        optimizer = keras.optimizers.AdamW(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            global_clipnorm=global_clipnorm,
+        )
+        optimizer.exclude_from_weight_decay(
+            var_list=[v for v in model.trainable_variables if len(v.shape) < 2]
+        )
+    model.compile(
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
