@@ -235,6 +235,8 @@ def run_backend(args):
     }
     started = time.perf_counter()
     for name, make in pairs(keras, keraseq, shapes).items():
+        if args.layers and name not in args.layers.split(","):
+            continue
         keras.utils.set_random_seed(0)
         ours, theirs, shape = make()
         x = rng.normal(size=shape).astype("float32")
@@ -401,6 +403,8 @@ def all_backends(args):
                        "--warmup", str(args.warmup), "--json", path]
             if args.quick:
                 command.append("--quick")
+            if args.layers:
+                command += ["--layers", args.layers]
             env = {**os.environ, "KERAS_BACKEND": backend}
             subprocess.run(command, env=env, check=True)
             with open(path) as handle:
@@ -417,6 +421,9 @@ def main():
                         help="timed calls per repeat")
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed calls before timing (compilation)")
+    parser.add_argument("--layers", default="",
+                        help="comma-separated subset of SimpleRNN, LSTM, "
+                             "MultiHeadAttention, TransformerBlock (default: all)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--markdown", default=None, help="write the table here")
     parser.add_argument("--all-backends", action="store_true",

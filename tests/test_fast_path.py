@@ -210,13 +210,15 @@ def test_hoisting_choice_does_not_change_results(rng):
     first = to_np(layer(x))
     with _fast_path.enabled(False):  # always hoists
         np.testing.assert_allclose(first, to_np(layer(x)), atol=TOL)
-    assert _fast_path.hoist_input_projection() == (BACKEND != "jax")
+    assert _fast_path.hoist_input_projection() == (BACKEND == "torch")  # CPU
 
 
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_fused_qkv_projection_equals_three(use_bias, rng, monkeypatch):
-    """Self-attention with Q, K, V from one einsum (on the backends where it is
-    faster) equals three projections: output and gradients (one SGD step)."""
+    """Self-attention with Q, K, V from one einsum (switched on here; it is off
+    by default, not faster on CPUs) equals three projections: output and
+    gradients (one SGD step)."""
+    monkeypatch.setattr(_fast_path, "_FUSED_QKV_BACKENDS", (BACKEND,))
     taken = []
     original = keraseq.layers.MultiHeadAttention._fused_qkv
     monkeypatch.setattr(keraseq.layers.MultiHeadAttention, "_fused_qkv",
@@ -239,7 +241,7 @@ def test_fused_qkv_projection_equals_three(use_bias, rng, monkeypatch):
             output = to_np(model.predict_on_batch(x))
             model.train_on_batch(x, y)
             results.append((output, [to_np(w) for w in model.get_weights()], weights))
-    assert bool(taken) == (_fast_path._backend() in _fast_path._FUSED_QKV_BACKENDS)
+    assert len(taken) >= 1
     np.testing.assert_allclose(results[0][0], results[1][0], atol=TOL)
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, atol=TOL)

@@ -24,14 +24,15 @@ What is here, and why (figures in `docs/benchmarks_cpu.md`):
   fails).
 * **Where the input projection goes** (`hoist_input_projection`): the explicit
   path computes `x_t · kernel + bias` for every step in one matmul before the
-  loop, except on JAX without a GPU, where XLA's CPU `scan` ran faster with the
-  projection inside the step (LSTM(256), batch 32, length 64: train step 39 ms
-  vs 53 ms).
+  loop on PyTorch and on GPUs; on TensorFlow and JAX without a GPU the compiled
+  loop ran faster with the projection inside the step (LSTM(256), batch 32,
+  length 64, as ratios to Keras's LSTM, forward / train: JAX 0.95 / 0.96
+  inside vs 0.62 / 0.83 hoisted; TensorFlow 1.01 / 0.95 vs 0.90 / 0.84).
 * **Fused attention where it runs** (`fused_attention_supported`): JAX's
   `dot_product_attention` fails to compile for float16 on a CPU, so
   `mixed_float16` attention on JAX without a GPU uses the explicit path.
-* **Self-attention Q, K, V in one einsum** (`fuse_qkv_projection`), on the
-  backends where it measured faster.
+* **Self-attention Q, K, V in one einsum** (`fuse_qkv_projection`): measured
+  and not faster on any CPU backend, so off (see `_FUSED_QKV_BACKENDS`).
 * **Exact GELU** (`gelu`): the backend's fused kernel, except on TensorFlow,
   where `tf.nn.gelu` lowers to `Erfc`, which tf2onnx cannot convert, so the
   same function is written with `erf`.
@@ -40,6 +41,7 @@ No fast path changes results beyond float rounding (tested to 1e-5).
 """
 
 import contextlib
+import functools
 import math
 
 import keras
@@ -74,17 +76,34 @@ def _jax_has_gpu():
     return jax.default_backend() == "gpu"
 
 
+@functools.lru_cache(maxsize=None)
+def _has_gpu(backend):
+    if backend == "jax":
+        return _jax_has_gpu()
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return any(d.lower().startswith("gpu") for d in keras.distribution.list_devices())
+
+
 def hoist_input_projection():
     """Whether the recurrent loop gets `x · kernel + bias` precomputed for all
-    steps (True) or computes it inside each step (False, JAX on CPU)."""
-    if _backend() == "jax" and _ENABLED[0]:
-        return _jax_has_gpu()
+    steps (True) or computes it inside each step (False: TensorFlow and JAX
+    without a GPU, where the compiled loop measured faster that way)."""
+    backend = _backend()
+    if _ENABLED[0] and backend in ("jax", "tensorflow"):
+        return _has_gpu(backend)
     return True
 
 
-# Backends where one (features, 3·heads, key_dim) projection beat three, measured
-# on the whole self-attention layer by benchmarks/cpu_suite.py.
-_FUSED_QKV_BACKENDS = ("torch", "tensorflow")
+# Backends where one (features, 3·heads, key_dim) projection beats three. None
+# on the CPU: benchmarks/cpu_suite.py (width 128, 15 repeats) measured the
+# layer with it / without it, as ratios to Keras's MultiHeadAttention:
+# TensorFlow forward 0.97 / 1.01, train 0.94 / 1.01; torch 1.07 / 1.05 and
+# 1.01 / 1.02; JAX (a first micro-benchmark) slower. Kept as a switch, tested
+# equal, for measuring on a GPU.
+_FUSED_QKV_BACKENDS = ()
 
 
 def fuse_qkv_projection():
