@@ -1,4 +1,4 @@
-"""The `keraseq` command line: train, generate, export.
+"""The `keraseq` command line: train, generate, export, inspect.
 
 Exit codes: 0 success; 1 a check failed (ONNX parity) or training diverged; 2 bad input (one line on
 stderr, nothing written).
@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from keraseq.inspect import cli as inspect_cli
 
 PROG = "keraseq"
 DEFAULT_UNITS = {"lstm": 256, "rnn": 256, "transformer": 128}
@@ -121,6 +122,8 @@ def build_parser():
     generate.add_argument("--threads", type=_positive_int, default=None,
                           help="with --onnx: onnxruntime intra-op threads "
                           "(default: onnxruntime's choice)")
+
+    inspect_cli.add_parser(commands, {"positive_int": _positive_int})
 
     export = commands.add_parser("export", help="export to ONNX and check parity")
     export.add_argument("dir", metavar="DIR", help="directory written by `keraseq train`")
@@ -550,7 +553,14 @@ def _export_int8(out, x, y, min_agreement):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export}
+def cmd_inspect(args):
+    from keraseq.inspect.cli import run
+
+    return run(args)
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "export": cmd_export,
+            "inspect": cmd_inspect}
 
 
 class _Terminated(KeyboardInterrupt):

@@ -24,18 +24,22 @@ What is here, and why (figures in `docs/benchmarks_cpu.md`):
   fails).
 * **Where the input projection goes** (`hoist_input_projection`): the explicit
   path computes `x_t · kernel + bias` for every step in one matmul before the
-  loop on PyTorch and on GPUs; on TensorFlow and JAX without a GPU the compiled
-  loop ran faster with the projection inside the step (LSTM(256), batch 32,
-  length 64, as ratios to Keras's LSTM, forward / train: JAX 0.95 / 0.96
-  inside vs 0.62 / 0.83 hoisted; TensorFlow 1.01 / 0.95 vs 0.90 / 0.84).
+  loop on PyTorch, on GPUs and for the simple RNN on JAX; on TensorFlow without
+  a GPU, and for the LSTM on JAX without one, the compiled loop ran faster with
+  the projection inside the step. Ratios to Keras (forward / train, shapes of
+  `docs/benchmarks_cpu.md`), inside vs hoisted: JAX LSTM 1.11 / 0.97 vs
+  0.70 / 0.84, JAX simple RNN 0.96 / 1.01 vs 1.10 / 1.06; TensorFlow LSTM
+  1.02 / 0.97 vs 0.85 / 0.89, simple RNN 1.42 / 1.08 vs 1.15 / 1.06.
 * **Fused attention where it runs** (`fused_attention_supported`): JAX's
   `dot_product_attention` fails to compile for float16 on a CPU, so
   `mixed_float16` attention on JAX without a GPU uses the explicit path.
 * **Self-attention Q, K, V in one einsum** (`fuse_qkv_projection`): measured
   and not faster on any CPU backend, so off (see `_FUSED_QKV_BACKENDS`).
-* **Exact GELU** (`gelu`): the backend's fused kernel, except on TensorFlow,
-  where `tf.nn.gelu` lowers to `Erfc`, which tf2onnx cannot convert, so the
-  same function is written with `erf`.
+* **Exact GELU** (`gelu`): torch's fused kernel on PyTorch (TransformerBlock
+  forward / train 1.02 / 1.01 of Keras's block vs 0.88 / 0.91 written out);
+  elsewhere written with `erf`, which XLA fuses (JAX: 1.07 / 1.08 written out
+  vs 0.99 / 1.04 with `jax.nn.gelu`), and which tf2onnx can convert
+  (`tf.nn.gelu` lowers to `Erfc`).
 
 No fast path changes results beyond float rounding (tested to 1e-5).
 """
@@ -87,14 +91,17 @@ def _has_gpu(backend):
     return any(d.lower().startswith("gpu") for d in keras.distribution.list_devices())
 
 
-def hoist_input_projection():
+def hoist_input_projection(cell):
     """Whether the recurrent loop gets `x · kernel + bias` precomputed for all
-    steps (True) or computes it inside each step (False: TensorFlow and JAX
-    without a GPU, where the compiled loop measured faster that way)."""
+    steps (True) or computes it inside each step (False), as measured fastest:
+    inside the step on TensorFlow without a GPU, and for the LSTM on JAX without
+    a GPU; hoisted everywhere else."""
     backend = _backend()
-    if _ENABLED[0] and backend in ("jax", "tensorflow"):
-        return _has_gpu(backend)
-    return True
+    if not _ENABLED[0] or backend == "torch" or _has_gpu(backend):
+        return True
+    if backend == "tensorflow":
+        return False
+    return cell.num_blocks == 1  # JAX: the simple RNN gains, the LSTM loses
 
 
 # Backends where one (features, 3·heads, key_dim) projection beats three. None
@@ -125,7 +132,7 @@ def fused_attention_supported(compute_dtype):
 
 def gelu(x):
     """Exact GELU, `0.5 · x · (1 + erf(x / √2))` (Hendrycks & Gimpel 2016)."""
-    if _backend() == "tensorflow" or not _ENABLED[0]:
+    if _backend() != "torch" or not _ENABLED[0]:
         scale = ops.cast(1.0 / math.sqrt(2.0), x.dtype)
         erf = ops.erf(ops.multiply(x, scale))
         return ops.multiply(ops.multiply(x, 0.5), ops.add(erf, 1.0))

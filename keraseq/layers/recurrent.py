@@ -11,8 +11,9 @@ Two things are added on top of `keras.layers.RNN`:
 
 * the input projection `x_t · kernel + bias` is hoisted out of the loop and
   computed for every time step in one matmul (the loop then only does the
-  recurrent matmul and the gates); the math is unchanged. (Not on JAX without a
-  GPU, where XLA's `scan` is faster with the projection inside the step.)
+  recurrent matmul and the gates); the math is unchanged. (Not where the
+  projection inside the step measured faster: TensorFlow without a GPU, and
+  the LSTM on JAX without one; see `_fast_path.hoist_input_projection`.)
 * a backend fast path (`keraseq/layers/_fast_path.py`): with the standard
   activations, no mask and no recurrent dropout, PyTorch runs `torch.lstm` /
   `torch.rnn_tanh` / `torch.rnn_relu` and JAX on a GPU runs cuDNN's LSTM, the
@@ -264,7 +265,7 @@ class RecurrentLayer(keras.layers.RNN):
         recurrent_mask = None
         if training and cell.recurrent_dropout > 0:
             recurrent_mask = cell.dropout_mask(initial_state[0], cell.recurrent_dropout)
-        projected = _fast_path.hoist_input_projection()
+        projected = _fast_path.hoist_input_projection(cell)
         if projected:
             sequences = cell.project(sequences)  # (batch_size, sequence_length, blocks * units)
         object.__setattr__(cell, "_in_loop", (recurrent_mask, projected))

@@ -1,0 +1,67 @@
+"""`keraseq inspect ...`: the argument parsers of the inspection commands.
+
+Imported by `keraseq/cli.py` when it builds its parser, so nothing heavy is
+imported here: each command's module (`keraseq.inspect.<command>`) is imported
+when the command runs, and exposes `run(args) -> exit code`.
+"""
+
+import importlib
+
+GRADIENT_MODELS = ("rnn-tanh", "rnn-relu-identity", "lstm")
+
+
+def add_parser(commands, typed):
+    """Add `inspect` and its sub-commands to the `keraseq` sub-parsers.
+
+    `typed` maps "positive_int" to keraseq/cli.py's argparse type (one-line
+    errors naming the flag and the value)."""
+    inspect = commands.add_parser(
+        "inspect", help="plot what a model computes (gradients, gates, attention, embeddings)"
+    )
+    tools = inspect.add_subparsers(dest="tool", required=True,
+                                   parser_class=type(inspect))
+
+    gradients = tools.add_parser(
+        "gradients", help="norm of dL_T/dh_t through time, and the global gradient norm")
+    gradients.add_argument("dir", metavar="DIR", nargs="?", default=None,
+                           help="a `keraseq train` directory (default: freshly "
+                                "initialised models on the Shakespeare corpus)")
+    gradients.add_argument("--models", default=",".join(GRADIENT_MODELS),
+                           help="comma-separated, from: " + ", ".join(GRADIENT_MODELS)
+                           + " (default: all three; ignored with DIR)")
+    gradients.add_argument("--sequence-length", type=typed["positive_int"], default=100,
+                           help="time steps T (default: 100)")
+    _out(gradients)
+
+    gates = tools.add_parser("gates", help="LSTM gate activations over a text, as heatmaps")
+    gates.add_argument("dir", metavar="DIR", help="a `keraseq train` directory (LSTM model)")
+    gates.add_argument("--text", required=True, help="the text to run through the model")
+    _out(gates)
+
+    attention = tools.add_parser(
+        "attention", help="attention weights per layer and head for a prompt, as heatmaps")
+    attention.add_argument("dir", metavar="DIR",
+                           help="a `keraseq train` directory (transformer model)")
+    attention.add_argument("--text", required=True, help="the prompt")
+    _out(attention)
+
+    embeddings = tools.add_parser(
+        "embeddings", help="nearest neighbours of word embeddings, and a 2-D PCA plot")
+    embeddings.add_argument("dir", metavar="DIR",
+                            help="a `keraseq train --level word` directory")
+    embeddings.add_argument("--words", nargs="+", default=None,
+                            help="words whose nearest neighbours to print "
+                                 "(default: the most frequent ones)")
+    _out(embeddings)
+    return inspect
+
+
+def _out(parser):
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="where the PNG and JSON go (default: DIR/inspect, "
+                             "or ./inspect without DIR)")
+
+
+def run(args):
+    module = importlib.import_module(f"keraseq.inspect.{args.tool}")
+    return module.run(args)
