@@ -94,7 +94,7 @@ def main():
         "peak resident memory growth during the step (`ru_maxrss`, one process per row). "
         f"One float32 score tensor (batch × heads × length²) is {scores_mb:,.0f} MB.",
         "",
-        "| backend | attention path | memory growth (MB) | step (s) |",
+        "| backend | attention path | memory growth (MB) | first step, incl. compilation (s) |",
         "|---|---|---:|---:|",
     ]
     for r in rows:
