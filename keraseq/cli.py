@@ -19,6 +19,7 @@ from keraseq.inspect import cli as inspect_cli
 
 PROG = "keraseq"
 DEFAULT_UNITS = {"lstm": 256, "rnn": 256, "transformer": 128}
+_MODEL_NAMES = {"lstm": "LSTM", "rnn": "SimpleRNN", "transformer": "Transformer"}
 SAMPLE_LENGTH = 500
 
 
@@ -323,6 +324,27 @@ def cmd_train(args):
             {**history, "best_epoch": best_epoch, "best_val_loss": best_val_loss},
         )
         (staging / "sample.txt").write_text(sample, encoding="utf-8")
+        # curves.png, position_loss.json/.png from the kept model. A plot never
+        # costs the trained model: a failure is one warning line on stderr, the
+        # command still exits 0 and every other file is written (no partial PNG).
+        def warn(line):
+            print(f"{PROG}: warning: {line}; the model and the other files are saved",
+                  file=sys.stderr, flush=True)
+
+        try:
+            from keraseq.inspect.curves import write_training_plots
+
+            plots = write_training_plots(
+                staging, {**history, "best_epoch": best_epoch, "best_val_loss": best_val_loss},
+                model, validation_data, unit=unit,
+                model_label=f"{_MODEL_NAMES[args.model]}({units})"
+                + (f" × {layers} layers" if layers > 1 else "")
+                + f", {args.level} level, {_corpus_label(args.corpus)}",
+                warn=warn,
+            )
+        except ImportError as error:  # matplotlib missing
+            warn(f"no plots written ({error})")
+            plots = []
         _write_json(
             staging / "config.json",
             {
@@ -361,7 +383,8 @@ def cmd_train(args):
         f"validation loss: {nats:.4f} nats/{unit}, {nats_to_bits(nats):.4f} bits/{unit} "
         f"(epoch {best_epoch} of {epochs_run}, trained {train_seconds:.0f} s)"
     )
-    print(f"wrote {out}/model.keras, vocabulary.json, history.json, sample.txt, config.json")
+    print(f"wrote {out}/model.keras, vocabulary.json, history.json, sample.txt, config.json"
+          + "".join(f", {name}" for name in plots))
     return 0
 
 

@@ -309,7 +309,8 @@ def test_train_keeps_best_epoch_not_last(tmp_path, capsys, monkeypatch):
     assert "stopped early" not in printed and config["stopped_early"] is False
     assert f"{config['validation_loss_nats']:.4f} nats/char" in printed
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "history.json", "model.keras", "sample.txt", "vocabulary.json"]
+        "config.json", "curves.png", "history.json", "model.keras", "position_loss.json",
+        "position_loss.png", "sample.txt", "vocabulary.json"]
     assert not list(tmp_path.glob(".*")), "staging directory left behind"
 
 

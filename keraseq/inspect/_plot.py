@@ -26,6 +26,10 @@ def _atomic(path, write):
     os.close(handle)
     try:
         write(temporary)
+        # mkstemp creates the file 0600; give it the usual mode (0666 & ~umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
