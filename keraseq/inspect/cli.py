@@ -26,16 +26,30 @@ def add_parser(commands, typed):
     gradients.add_argument("dir", metavar="DIR", nargs="?", default=None,
                            help="a `keraseq train` directory (default: freshly "
                                 "initialised models on the Shakespeare corpus)")
-    gradients.add_argument("--models", default=",".join(GRADIENT_MODELS),
+    gradients.add_argument("--models", default=None,
                            help="comma-separated, from: " + ", ".join(GRADIENT_MODELS)
-                           + " (default: all three; ignored with DIR)")
+                           + " (default: all three; not with DIR)")
     gradients.add_argument("--sequence-length", type=typed["positive_int"], default=100,
                            help="time steps T (default: 100)")
+    gradients.add_argument("--batch-size", type=typed["positive_int"], default=32,
+                           help="sequences per batch (default: 32)")
+    gradients.add_argument("--batches", type=typed["positive_int"], default=4,
+                           help="batches of held-out text averaged over (default: 4)")
+    gradients.add_argument("--corpus", default=None,
+                           help="without DIR: shakespeare, sherlock, irish or a text file, "
+                                "char level (default: shakespeare)")
+    gradients.add_argument("--units", type=typed["positive_int"], default=None,
+                           help="without DIR: hidden width of the fresh models (default: 128)")
+    gradients.add_argument("--seed", type=int, default=None,
+                           help="without DIR: initialisation seed, >= 0 (default: 0)")
     _out(gradients)
 
     gates = tools.add_parser("gates", help="LSTM gate activations over a text, as heatmaps")
     gates.add_argument("dir", metavar="DIR", help="a `keraseq train` directory (LSTM model)")
     gates.add_argument("--text", required=True, help="the text to run through the model")
+    gates.add_argument("--layer", type=int, default=0,
+                       help="which LSTM layer, counted from the input: 0 = the first "
+                            "(default: 0)")
     _out(gates)
 
     attention = tools.add_parser(
@@ -48,10 +62,14 @@ def add_parser(commands, typed):
     embeddings = tools.add_parser(
         "embeddings", help="nearest neighbours of word embeddings, and a 2-D PCA plot")
     embeddings.add_argument("dir", metavar="DIR",
-                            help="a `keraseq train --level word` directory")
+                            help="a `keraseq train --level word` directory (a char-level "
+                                 "run works too: its tokens are characters)")
     embeddings.add_argument("--words", nargs="+", default=None,
                             help="words whose nearest neighbours to print "
                                  "(default: the most frequent ones)")
+    embeddings.add_argument("--min-count", type=typed["positive_int"], default=5,
+                            help="only tokens seen at least N times in the training text "
+                                 "are neighbours and points of the map (default: 5)")
     _out(embeddings)
     return inspect
 

@@ -69,10 +69,21 @@ class TransformerBlock(keras.layers.Layer):
             (inference unless set by the Keras training loop).
         mask: the Keras mask of `inputs`, filled in by Keras; used when
             `padding_mask` is `None`.
+        return_attention_scores: bool. Whether to also return the attention
+            weights of the self-attention. Defaults to `False`. When `True`
+            the attention takes its explicit path (the weights are computed
+            as written in `keraseq.layers.MultiHeadAttention`; the outputs
+            agree with the fused path to float32 round-off).
 
     Returns:
         Tensor of shape `(batch_size, sequence_length, hidden_dim)` in the
-        compute dtype.
+        compute dtype. With `return_attention_scores=True`, a tuple
+        `(outputs, scores)` where `scores` are the attention weights
+        `softmax(Q K^T / sqrt(key_dim))` after masking (before dropout), of
+        shape `(batch_size, num_heads, target_length, source_length)`
+        (target and source length are both `sequence_length`) in the compute
+        dtype: each row sums to 1 (a padded query row is all 0) and, with
+        `use_causal_mask=True`, entries above the diagonal are exactly 0.
 
     Raises:
         ValueError: for a bad constructor argument, for inputs that are not
@@ -87,6 +98,9 @@ class TransformerBlock(keras.layers.Layer):
                                               intermediate_dim=32)(inputs)
     model = keras.Model(inputs, outputs)
     y = model(keras.random.normal((4, 10, 16)))  # (4, 10, 16)
+    block = model.layers[-1]
+    y, scores = block(keras.random.normal((4, 10, 16)),
+                      return_attention_scores=True)  # scores: (4, 2, 10, 10)
     ```
 
     Reference:
@@ -220,7 +234,14 @@ class TransformerBlock(keras.layers.Layer):
             name="feedforward_dropout",
         )
 
-    def call(self, inputs, padding_mask=None, training=None, mask=None):
+    def call(
+        self,
+        inputs,
+        padding_mask=None,
+        training=None,
+        mask=None,
+        return_attention_scores=False,
+    ):
         self._check_input_shape(inputs.shape)
         if padding_mask is None:
             padding_mask = mask
@@ -237,8 +258,11 @@ class TransformerBlock(keras.layers.Layer):
             query_mask=padding_mask,
             value_mask=padding_mask,
             use_causal_mask=self.use_causal_mask,
+            return_attention_scores=return_attention_scores,
             training=training,
         )
+        if return_attention_scores:
+            attended, scores = attended  # scores: (B, num_heads, T, T)
         attended = self._self_attention_dropout(attended, training=training)
         x = ops.add(x, attended)
 
@@ -247,7 +271,10 @@ class TransformerBlock(keras.layers.Layer):
         h = self._activate(h)
         h = self._feedforward_output_dense(h)  # (B, T, hidden_dim)
         h = self._feedforward_dropout(h, training=training)
-        return ops.add(x, h)
+        outputs = ops.add(x, h)
+        if return_attention_scores:
+            return outputs, scores
+        return outputs
 
     def _activate(self, h):
         if self.activation is keras.activations.gelu:
@@ -260,6 +287,25 @@ class TransformerBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         self._check_input_shape(input_shape)
         return tuple(input_shape)
+
+    def compute_output_spec(
+        self,
+        inputs,
+        padding_mask=None,
+        training=None,
+        mask=None,
+        return_attention_scores=False,
+    ):
+        output_shape = self.compute_output_shape(inputs.shape)
+        outputs = keras.KerasTensor(output_shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return outputs
+        batch_size, sequence_length = output_shape[0], output_shape[1]
+        scores = keras.KerasTensor(
+            (batch_size, self.num_heads, sequence_length, sequence_length),
+            dtype=self.compute_dtype,
+        )
+        return outputs, scores
 
     def get_config(self):
         base_config = super().get_config()
