@@ -65,10 +65,10 @@ def lstm_run(tmp_path_factory, char_vocabulary):
 @pytest.fixture(scope="module")
 def transformer_run(tmp_path_factory, char_vocabulary):
     model = language_model("transformer", char_vocabulary.size, units=16, num_layers=2,
-                           num_heads=4, sequence_length=24)
+                           num_heads=4, sequence_length=64)
     _randomize(model, 2)
     config = {"corpus": "shakespeare", "level": "char", "model": "transformer", "units": 16,
-              "layers": 2, "max_tokens": 3000, "sequence_length": 24}
+              "layers": 2, "max_tokens": 3000, "sequence_length": 64}
     return _write_run(tmp_path_factory.mktemp("runs") / "transformer", model,
                       char_vocabulary, config)
 
@@ -487,6 +487,20 @@ def test_bad_input_is_one_line_exit_2(lstm_run, transformer_run, word_run, tmp_p
            capsys, ["--words", "'zzzqq'", "'qqzzz'"])
     _fails(["inspect", "embeddings", word, "--min-count", "0", "--out", str(out)], capsys,
            ["--min-count", "'0'"])
+    # Longer than the training window (sequence_length 64 in the fixture's config):
+    # the first 64 tokens are used, and a note says so.
+    long_out = tmp_path / "long"
+    assert main(["inspect", "attention", transformer, "--text", "ROMEO" * 200,
+                 "--out", str(long_out)]) == 0
+    assert "using the first 64" in capsys.readouterr().err
+    assert len(json.loads((long_out / "attention.json").read_text())["tokens"]) == 64
+    # An --out that cannot be a directory is refused before any work.
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    for bad_out in (a_file, a_file / "sub"):
+        _fails(["inspect", "gates", lstm, "--text", "ROMEO", "--out", str(bad_out)], capsys,
+               ["--out", str(a_file)])
+    assert a_file.read_text() == "keep me"
     missing = str(tmp_path / "missing")
     for tool, extra in (("gates", ["--text", "a"]), ("attention", ["--text", "a"]),
                         ("embeddings", [])):

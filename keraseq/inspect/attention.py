@@ -13,6 +13,8 @@ sums to 1 over the columns (the keys it looks at). The picture is a grid,
 one row of heatmaps per layer and one column per head.
 """
 
+import sys
+
 import numpy as np
 
 from keraseq._keras import import_keras
@@ -158,8 +160,17 @@ def run(args):
             f"DIR {str(args.dir)!r} holds a {config.get('model', 'non-transformer')} model: "
             "`inspect attention` needs a transformer run (keraseq train --model transformer)"
         )
-    check_text(args.text, vocabulary, flag="--text")
-    result = attention_weights(model, vocabulary, args.text)
+    ids, tokens = check_text(args.text, vocabulary, flag="--text")
+    text = args.text
+    window = config.get("sequence_length")
+    if window and len(ids) > window:
+        # Positions past the training window were never seen (and the weights
+        # grow with the square of the length): use the first window, as the
+        # model reads it.
+        text = "".join(tokens[:window]) if vocabulary.level == "char" else " ".join(tokens[:window])
+        print(f"note: --text has {len(ids)} tokens; using the first {window}, the model's "
+              "--sequence-length", file=sys.stderr)
+    result = attention_weights(model, vocabulary, text)
     out = output_directory(args)
     description = describe_run(config, model)
     shown = plot_attention(result, out / "attention.png", description)

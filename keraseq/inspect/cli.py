@@ -6,6 +6,8 @@ when the command runs, and exposes `run(args) -> exit code`.
 """
 
 import importlib
+import os
+from pathlib import Path
 
 GRADIENT_MODELS = ("rnn-tanh", "rnn-relu-identity", "lstm")
 
@@ -80,6 +82,29 @@ def _out(parser):
                              "or ./inspect without DIR)")
 
 
+def _check_out(out):
+    """A `--out` that cannot become a writable directory is refused before any
+    work is done (one line, exit 2)."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out!r} is an existing file; give a directory")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {out!r} cannot be created: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out!r} cannot be created: {str(existing)!r} is not writable")
+
+
 def run(args):
+    _check_out(args.out)
     module = importlib.import_module(f"keraseq.inspect.{args.tool}")
-    return module.run(args)
+    try:
+        return module.run(args)
+    except OSError as error:  # e.g. the disk is full, or a read-only file system
+        where = f": {error.filename}" if error.filename else ""
+        raise ValueError(f"could not write the output ({error.strerror or error}{where}); "
+                         "no partial file is left") from error

@@ -701,6 +701,9 @@ def run(args):
     from keraseq.text import Vocabulary, load_corpus
 
     length = args.sequence_length
+    if length < 2:
+        raise ValueError(f"--sequence-length must be at least 2 (a gradient through time "
+                         f"needs two steps), got {length}")
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
     fresh_only = {"--models": args.models, "--corpus": args.corpus, "--units": args.units,
@@ -744,8 +747,9 @@ def run(args):
                    f"{0 if args.seed is None else args.seed}")
         out = Path(args.out) if args.out else Path("inspect")
     if length + 1 > len(held_out):
-        raise ValueError(f"--sequence-length {length} is longer than the held-out text of "
-                         f"corpus {corpus!r} ({len(held_out)} tokens, the last 10 %)")
+        raise ValueError(f"--sequence-length {length} needs {length + 1} tokens of held-out "
+                         f"text (inputs and next-token targets), but corpus {corpus!r} has "
+                         f"{len(held_out)} (the last 10 %)")
     available = (len(held_out) - 1) // length  # non-overlapping windows
     batch_size = min(args.batch_size, available)
     batches = min(args.batches, available // batch_size)  # full batches only
