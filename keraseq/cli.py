@@ -103,6 +103,10 @@ def build_parser():
                        help="random seed (default: 0)")
     train.add_argument("--out", default=None,
                        help="output directory (default: runs/<corpus>-<level>-<model>)")
+    train.add_argument("--distribute", action="store_true",
+                       help="data parallel over every local device "
+                       "(keras.distribution.DataParallel; KERAS_BACKEND=jax only); "
+                       "--batch-size must be divisible by the device count")
 
     generate = commands.add_parser("generate", help="sample text from a trained model")
     generate.add_argument("dir", metavar="DIR", help="directory written by `keraseq train`")
@@ -233,6 +237,12 @@ def cmd_train(args):
     )
     units = args.units or DEFAULT_UNITS[args.model]
     layers = args.layers or (2 if args.model == "transformer" else 1)
+    if args.distribute:  # the model is built and trained under DataParallel, nothing after
+        from keraseq.distribution import data_parallel, describe
+
+        distribution = data_parallel(args.batch_size)  # ValueError: one line, exit 2
+        keras.distribution.set_distribution(distribution)
+        print(f"keraseq train: {describe(distribution, args.batch_size)}", flush=True)
     model = language_model(
         args.model,
         vocabulary.size,
@@ -285,6 +295,7 @@ def cmd_train(args):
             verbose=1,
         )
         train_seconds = time.time() - started
+        keras.distribution.set_distribution(None)  # --distribute: single device from here
         history = {key: [float(v) for v in values] for key, values in history.history.items()}
         if not checkpoint.exists():
             print(f"{PROG}: error: training diverged: the validation loss was not finite "
@@ -376,6 +387,7 @@ def cmd_train(args):
         )
         _publish(staging, out)
     finally:
+        keras.distribution.set_distribution(None)
         shutil.rmtree(staging, ignore_errors=True)
 
     print(f"\nsample ({SAMPLE_LENGTH} {unit}s, temperature 0.8):\n{sample}\n")
