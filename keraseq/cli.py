@@ -127,6 +127,9 @@ def build_parser():
     generate.add_argument("--threads", type=_positive_int, default=None,
                           help="with --onnx: onnxruntime intra-op threads "
                           "(default: onnxruntime's choice)")
+    generate.add_argument("--unsafe", action="store_true",
+                          help="load a model.keras whose layers carry Python code (a Lambda); "
+                          "only for files you trust (default: refused)")
 
     inspect_cli.add_parser(commands, {"positive_int": _positive_int})
 
@@ -177,13 +180,22 @@ def _read_run(directory):
     return config, Vocabulary.load(directory / "vocabulary.json")
 
 
-def _load_run(directory):
+def _load_run(directory, unsafe=False):
+    """Model, vocabulary and config of a run. `model.keras` loads with Keras's
+    `safe_mode` unless `unsafe`: a file whose layers carry Python code (a
+    `Lambda`) is refused rather than run."""
     import keraseq
 
     config, vocabulary = _read_run(directory)
     try:
-        model = keraseq.load_model(directory / "model.keras")
+        model = keraseq.load_model(directory / "model.keras", safe_mode=not unsafe)
     except Exception as error:  # a damaged or foreign file
+        if not unsafe and "safe_mode" in str(error):
+            raise UsageError(
+                f"{str(directory / 'model.keras')!r} holds Python code (a Lambda layer) that "
+                "loading would run; refused (`generate` and `inspect` take --unsafe for a file "
+                "you trust)"
+            ) from None
         raise UsageError(
             f"{str(directory / 'model.keras')!r} is not a loadable .keras model "
             f"({type(error).__name__})"
@@ -445,7 +457,7 @@ def cmd_generate(args):
     from keraseq.generation import generate
 
     directory = _run_directory(args.dir)
-    model, vocabulary, config = _load_run(directory)
+    model, vocabulary, config = _load_run(directory, unsafe=args.unsafe)
     unknown = vocabulary.unknown(args.prompt)
     if unknown:
         tokens = "words" if vocabulary.level == "word" else "characters"

@@ -177,6 +177,31 @@ def test_export_layer_without_converter(trained_run, tmp_path, capsys):
     assert "(tf2onnx, opset 17" in printed and "parity passed" in printed
 
 
+def test_model_with_python_code_needs_unsafe(trained_run, tmp_path, capsys):
+    """A model.keras holding a Lambda (Python code) loads with Keras's safe_mode:
+    refused in one line (exit 2, nothing written) unless --unsafe is given."""
+    import keraseq
+
+    run = tmp_path / "lambda"
+    run.mkdir()
+    for name in ("vocabulary.json", "config.json"):
+        (run / name).write_bytes((trained_run / name).read_bytes())
+    trained = keraseq.load_model(trained_run / "model.keras")
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    doubled = keras.layers.Lambda(lambda logits: logits * 2.0, name="code")(trained(tokens))
+    keras.Model(tokens, doubled).save(run / "model.keras")
+    before = sorted(p.name for p in run.iterdir())
+    generate = ["generate", str(run), "--prompt", "ROMEO:", "--length", "5"]
+    _fails(generate, capsys, ["Lambda", "--unsafe", "model.keras"])
+    _fails(["inspect", "gates", str(run), "--text", "ROMEO", "--out", str(tmp_path / "g")],
+           capsys, ["Lambda", "--unsafe"])
+    _fails(["export", str(run)], capsys, ["Lambda"])
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert not (tmp_path / "g").exists()
+    assert main([*generate, "--unsafe", "--temperature", "0"]) == 0
+    assert len(capsys.readouterr().out) > 0
+
+
 def test_failed_checks_replace_nothing(trained_run, tmp_path, capsys, monkeypatch):
     # A graph that fails its parity check never lands: the good model.onnx and
     # step graph from before stay byte for byte, and no scratch file is left.

@@ -154,7 +154,7 @@ def run(args):
     """`keraseq inspect attention DIR --text TEXT [--out DIR]`."""
     if not args.text:
         raise ValueError("--text is empty: give the prompt to run through the model")
-    model, vocabulary, config = load_run(args.dir)
+    model, vocabulary, config = load_run(args.dir, unsafe=args.unsafe)
     if not _blocks(model):
         raise ValueError(
             f"DIR {str(args.dir)!r} holds a {config.get('model', 'non-transformer')} model: "

@@ -80,6 +80,9 @@ def _out(parser):
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="where the PNG and JSON go (default: DIR/inspect, "
                              "or ./inspect without DIR)")
+    parser.add_argument("--unsafe", action="store_true",
+                        help="load a model.keras whose layers carry Python code (a Lambda); "
+                             "only for files you trust (default: refused)")
 
 
 def _check_out(out):

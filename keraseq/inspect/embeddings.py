@@ -306,7 +306,7 @@ def format_neighbours(result):
 
 def run(args):
     """`keraseq inspect embeddings DIR [--words ...] [--min-count N] [--out DIR]`."""
-    model, vocabulary, config = load_run(args.dir)
+    model, vocabulary, config = load_run(args.dir, unsafe=args.unsafe)
     min_count = getattr(args, "min_count", None) or MIN_COUNT
     result = embedding_view(model, vocabulary, config, words=args.words, min_count=min_count)
     if result["unknown"]:

@@ -39,7 +39,7 @@ _VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 
 
 # -- shared by the views of a trained run (gates, attention, embeddings) -------
-def load_run(directory):
+def load_run(directory, unsafe=False):
     """The model, vocabulary and configuration of a `keraseq train` directory.
 
     Args:
@@ -52,11 +52,12 @@ def load_run(directory):
 
     Raises:
         ValueError: one line naming DIR when it is missing, lacks one of the
-            three files, or holds a model that cannot be loaded.
+            three files, or holds a model that cannot be loaded (or one with
+            Python code in it, a `Lambda`, unless `unsafe=True`).
     """
     from keraseq.cli import _load_run, _run_directory
 
-    return _load_run(_run_directory(directory))
+    return _load_run(_run_directory(directory), unsafe=unsafe)
 
 
 def describe_run(config, model=None):
@@ -272,7 +273,7 @@ def run(args):
     """`keraseq inspect gates DIR --text TEXT [--layer N] [--out DIR]`."""
     if not args.text:
         raise ValueError("--text is empty: give the text to run through the model")
-    model, vocabulary, config = load_run(args.dir)
+    model, vocabulary, config = load_run(args.dir, unsafe=args.unsafe)
     from keraseq.layers import LSTM
 
     lstms = _layers_of(model, LSTM)

@@ -721,7 +721,7 @@ def run(args):
             raise ValueError(f"DIR {str(args.dir)!r} holds a transformer; keraseq inspect "
                              "gradients measures gradients through a recurrent state only "
                              "(train with --model rnn or lstm)")
-        model, vocabulary, config = _load_run(directory)
+        model, vocabulary, config = _load_run(directory, unsafe=args.unsafe)
         corpus = config["corpus"]
         held_out = _held_out_ids(corpus, vocabulary, config.get("max_tokens"))
         name = config.get("model", "model")
