@@ -525,6 +525,27 @@ def test_bad_arguments(cls):
             cls(**kwargs)
 
 
+@pytest.mark.parametrize("cls, count", [(SimpleRNN, 1), (LSTM, 2)])
+def test_bad_initial_state(cls, count, rng):
+    """Wrong number of states, wrong width or wrong batch: one ValueError naming
+    `initial_state`, the shapes expected and received (not a failure deep in
+    the loop, and never a silent broadcast)."""
+    x = rng.normal(size=(2, 5, 3)).astype("float32")
+    layer = cls(4)
+    good = [np.zeros((2, 4), "float32")] * count
+    layer(x, initial_state=good)  # accepted
+    expected = ", ".join(["(2, 4)"] * count)
+    for states in ([np.zeros((2, 4), "float32")] * (count + 1),  # one too many
+                   [np.zeros((2, 5), "float32")] * count,  # wrong width
+                   [np.zeros((3, 4), "float32")] * count,  # wrong batch
+                   [np.zeros((2, 4, 1), "float32")] * count):  # wrong rank
+        shapes = ", ".join(str(s.shape) for s in states)
+        with pytest.raises(ValueError, match=re.escape(
+                f"`initial_state` must be {count} tensor(s) of shape(s) {expected} "
+                f"(batch_size, units). Received: {len(states)} with shape(s) {shapes}")):
+            layer(x, initial_state=states)
+
+
 def test_bad_rank_and_mask(rng):
     x = sequences(rng)
     for cls in (SimpleRNN, LSTM):

@@ -249,9 +249,30 @@ class RecurrentLayer(keras.layers.RNN):
                     "`mask` must have shape (batch_size, sequence_length) = "
                     f"{expected}. Received: mask.shape={mask_shape}"
                 )
+        if initial_state is not None:
+            self._check_initial_state(initial_state, sequences.shape[0])
         return super().call(
             sequences, initial_state=initial_state, mask=mask, training=training
         )
+
+    def _check_initial_state(self, initial_state, batch_size):
+        sizes = self.cell.state_size
+        sizes = list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
+        states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+        expected = ", ".join(f"({batch_size}, {size})" for size in sizes)
+        shapes = [tuple(getattr(state, "shape", ())) for state in states]
+        fits = len(states) == len(sizes) and all(
+            len(shape) == 2
+            and (shape[1] is None or shape[1] == size)
+            and (shape[0] is None or batch_size is None or shape[0] == batch_size)
+            for shape, size in zip(shapes, sizes)
+        )
+        if not fits:
+            raise ValueError(
+                f"`initial_state` must be {len(sizes)} tensor(s) of shape(s) {expected} "
+                f"(batch_size, units). Received: {len(states)} with shape(s) "
+                f"{', '.join(str(shape) for shape in shapes)}"
+            )
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         cell = self.cell
