@@ -102,7 +102,12 @@ def build_parser():
     train.add_argument("--seed", type=_non_negative_int, default=0,
                        help="random seed (default: 0)")
     train.add_argument("--out", default=None,
-                       help="output directory (default: runs/<corpus>-<level>-<model>)")
+                       help="output directory (default: runs/<corpus>-<level>-<model>). "
+                       "Every finished epoch is backed up in .<name>.resume/ next to it "
+                       "(weights, optimizer, best checkpoint, history); the same command run "
+                       "again after a crash resumes from the last finished epoch, one with "
+                       "other arguments is refused (exit 2) until that directory is removed; "
+                       "it is removed when training ends")
     train.add_argument("--distribute", action="store_true",
                        help="data parallel over every local device "
                        "(keras.distribution.DataParallel; KERAS_BACKEND=jax only); "
@@ -227,6 +232,132 @@ def _prompt_for(text, level):
 
 
 # -- commands ------------------------------------------------------------------
+class _TrainingBackup:
+    """Resume state of `keraseq train --out DIR`, kept in `.<DIR name>.resume/`
+    next to DIR (not in the staging directory, whose name is random).
+
+    Holds Keras's `BackupAndRestore` files (weights and optimizer state of the
+    last finished epoch, `training_metadata.json`), the best checkpoint so far
+    (`model.keras`, written by `ModelCheckpoint` to a partial name and renamed),
+    `history.json` (per-epoch logs plus the `EarlyStopping` / `ModelCheckpoint`
+    state after each epoch) and `arguments.json` (the run's arguments: a run
+    with other arguments is refused). Our JSON files are written to a temporary
+    name and renamed. The epoch count of `BackupAndRestore` is the one trusted
+    on resume: history entries after it are dropped (they are trained again).
+
+    It also records where the training loss first became non-finite (epoch and
+    step, 1-based) for the one-line error of a numerical fault.
+    """
+
+    def __init__(self, out, arguments):
+        self.directory = out.parent / f".{out.name}.resume"
+        self.arguments = json.loads(json.dumps(arguments))
+        self.checkpoint = self.directory / "model.keras"
+        self.partial = self.directory / "model.partial.keras"
+        self.records = []  # one per finished epoch
+        self.resumed_from = 0
+        self.fault = None  # (epoch, step, loss) of the first non-finite training loss
+        self._epoch = 0
+
+    def _write(self, name, data):
+        path = self.directory / name
+        temporary = path.with_name(f".{name}.tmp")
+        temporary.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+
+    def open(self):
+        """Start a backup, or check and read the one an interrupted run left."""
+        arguments = self.directory / "arguments.json"
+        if self.directory.is_dir() and not arguments.is_file():
+            shutil.rmtree(self.directory)  # killed before its first write: nothing trained
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True)
+            self._write("arguments.json", self.arguments)
+            return
+        try:
+            stored = json.loads(arguments.read_text(encoding="utf-8"))
+            history = self.directory / "history.json"
+            if history.is_file():
+                self.records = json.loads(history.read_text(encoding="utf-8"))["epochs"]
+        except (ValueError, KeyError, OSError):
+            stored = None
+        if stored != self.arguments:
+            changed = (
+                ", ".join(f"--{k.replace('_', '-')} {stored.get(k)!r} -> {v!r}"
+                          for k, v in self.arguments.items() if stored.get(k) != v)
+                if isinstance(stored, dict) else "unreadable arguments.json"
+            )
+            raise UsageError(
+                f"{str(self.directory)!r} holds an interrupted run with other arguments "
+                f"({changed}); run the same command to resume it, or remove that "
+                "directory to start over"
+            )
+
+    def fit_epochs(self, epochs):
+        """`epochs`, or fewer when the interrupted run had already stopped early."""
+        if self.records and self.records[-1].get("stopped"):
+            return len(self.records)
+        return epochs
+
+    # callbacks (LambdaCallback hooks)
+    def epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.fault is None and loss is not None:
+            loss = float(loss)
+            if not math.isfinite(loss):
+                self.fault = (self._epoch + 1, batch + 1, loss)
+
+    def restore(self, model, train_data, checkpoint, early_stopping, load_model):
+        """on_train_begin, after BackupAndRestore loaded the last finished epoch."""
+        metadata = self.directory / "training_metadata.json"
+        epoch = 0
+        if metadata.is_file():
+            epoch = int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
+        self.records = self.records[: min(epoch, len(self.records))]
+        epoch = len(self.records)
+        self.resumed_from = epoch
+        if epoch == 0:
+            for path in (self.checkpoint, self.partial):
+                if path.exists():
+                    path.unlink()
+            return
+        last = self.records[-1]
+        print(f"keraseq train: resuming from epoch {epoch} of {self.arguments['epochs']} "
+              f"(the interrupted run's backup in {self.directory})", flush=True)
+        train_data.set_epoch(train_data.epoch + epoch)  # the same windows as uninterrupted
+        checkpoint.best = last["checkpoint_best"]
+        early_stopping.wait = last["wait"]
+        early_stopping.best = last["best"]
+        early_stopping.best_epoch = last["best_epoch"]
+        if self.checkpoint.exists():
+            early_stopping.best_weights = load_model(self.checkpoint).get_weights()
+
+    def record(self, epoch, logs, model, checkpoint, early_stopping):
+        """on_epoch_end, before BackupAndRestore saves this epoch."""
+        if self.fault is not None:
+            return  # the epoch of a numerical fault is not kept
+        self.records = self.records[:epoch]
+        self.records.append({
+            "logs": {key: float(value) for key, value in (logs or {}).items()},
+            "checkpoint_best": float(checkpoint.best),
+            "wait": int(early_stopping.wait),
+            "best": None if early_stopping.best is None else float(early_stopping.best),
+            "best_epoch": int(early_stopping.best_epoch),
+            "stopped": bool(model.stop_training),
+        })
+        self._write("history.json", {"epochs": self.records})
+
+    def history(self):
+        keys = list(self.records[0]["logs"]) if self.records else []
+        return {key: [r["logs"][key] for r in self.records] for key in keys}
+
+    def remove(self):
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 def cmd_train(args):
     from keraseq._keras import import_keras
 
@@ -268,6 +399,12 @@ def cmd_train(args):
     )
     out = Path(args.out or f"runs/{_corpus_label(args.corpus)}-{args.level}-{args.model}")
     unit = "char" if args.level == "char" else "word"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    backup = _TrainingBackup(out, {
+        **{key: value for key, value in vars(args).items() if key not in ("command", "out")},
+        "units": units, "layers": layers, "backend": keras.backend.backend(),
+    })
+    backup.open()  # UsageError (exit 2) for an interrupted run with other arguments
     print(
         f"keraseq train: {args.model} ({model.count_params():,} parameters) on "
         f"{args.corpus} ({len(ids):,} {unit}s, vocabulary {vocabulary.size}), "
@@ -279,41 +416,75 @@ def cmd_train(args):
     # into `out` at the end. The best epoch so far (lowest validation loss) is
     # saved by ModelCheckpoint to a temporary name, then renamed (os.replace,
     # atomic) to model.keras: model.keras is always a complete checkpoint.
-    out.parent.mkdir(parents=True, exist_ok=True)
+    #
+    # Resume: the best checkpoint lives in the backup directory (see
+    # _TrainingBackup), which BackupAndRestore also fills after every epoch;
+    # it is copied into the staging directory once training ends and the
+    # backup is removed only after the outputs are published.
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         checkpoint = staging / "model.keras"
-        partial = staging / "model.partial.keras"
+        partial = backup.partial
 
         def publish_checkpoint(epoch, logs):
             if partial.exists():  # written by ModelCheckpoint this epoch
-                os.replace(partial, checkpoint)
+                os.replace(partial, backup.checkpoint)
 
+        model_checkpoint = keras.callbacks.ModelCheckpoint(
+            partial, monitor="val_loss", save_best_only=True
+        )
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=args.patience, restore_best_weights=True
+        )
         callbacks = [
+            keras.callbacks.LambdaCallback(
+                on_epoch_begin=backup.epoch_begin, on_train_batch_end=backup.batch_end
+            ),
             keras.callbacks.TerminateOnNaN(),
-            keras.callbacks.ModelCheckpoint(partial, monitor="val_loss", save_best_only=True),
+            model_checkpoint,
             keras.callbacks.LambdaCallback(on_epoch_end=publish_checkpoint),
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=args.patience, restore_best_weights=True
+            early_stopping,
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: backup.record(
+                    epoch, logs, model, model_checkpoint, early_stopping
+                )
+            ),
+            keras.callbacks.BackupAndRestore(
+                str(backup.directory), double_checkpoint=True, delete_checkpoint=False
+            ),
+            keras.callbacks.LambdaCallback(
+                on_train_begin=lambda logs: backup.restore(
+                    model, train_data, model_checkpoint, early_stopping, keraseq_load_model
+                )
             ),
         ]
         started = time.time()
-        history = model.fit(
+        model.fit(
             train_data,
             validation_data=validation_data,
-            epochs=args.epochs,
+            epochs=backup.fit_epochs(args.epochs),
             shuffle=False,  # the dataset shuffles its windows itself, from --seed
             callbacks=callbacks,
             verbose=1,
         )
         train_seconds = time.time() - started
         keras.distribution.set_distribution(None)  # --distribute: single device from here
-        history = {key: [float(v) for v in values] for key, values in history.history.items()}
-        if not checkpoint.exists():
-            print(f"{PROG}: error: training diverged: the validation loss was not finite "
-                  "at any epoch, nothing written (try a lower --learning-rate)",
-                  file=sys.stderr)
+        history = backup.history()
+        fault = None
+        if backup.fault is not None:
+            epoch, step, loss = backup.fault
+            fault = f"the training loss became {loss} at epoch {epoch}, step {step}"
+        if not backup.checkpoint.exists():
+            backup.remove()
+            if fault:
+                print(f"{PROG}: error: {fault}; no finished epoch had a finite validation "
+                      "loss, nothing written (try a lower --learning-rate)", file=sys.stderr)
+            else:
+                print(f"{PROG}: error: training diverged: the validation loss was not finite "
+                      "at any epoch, nothing written (try a lower --learning-rate)",
+                      file=sys.stderr)
             return 1
+        shutil.copyfile(backup.checkpoint, checkpoint)
         epochs_run = len(history["val_loss"])
         best = min(range(epochs_run), key=lambda e: (not math.isfinite(history["val_loss"][e]),
                                                      history["val_loss"][e]))
@@ -398,9 +569,15 @@ def cmd_train(args):
             },
         )
         _publish(staging, out)
+        backup.remove()
     finally:
         keras.distribution.set_distribution(None)
         shutil.rmtree(staging, ignore_errors=True)
+
+    if fault:
+        print(f"{PROG}: error: {fault}; kept the checkpoint of epoch {best_epoch} "
+              f"(val_loss {best_val_loss:.4f}) in {out}", file=sys.stderr)
+        return 1
 
     print(f"\nsample ({SAMPLE_LENGTH} {unit}s, temperature 0.8):\n{sample}\n")
     print(
