@@ -74,16 +74,12 @@ def _backend():
     return keras.backend.backend()
 
 
-def _jax_has_gpu():
-    import jax
-
-    return jax.default_backend() == "gpu"
-
-
 @functools.lru_cache(maxsize=None)
 def _has_gpu(backend):
     if backend == "jax":
-        return _jax_has_gpu()
+        import jax
+
+        return jax.default_backend() == "gpu"
     if backend == "torch":
         import torch
 
@@ -126,7 +122,7 @@ def fused_attention_supported(compute_dtype):
     `dot_general` refuses once compiled (`F16_F16_F32 is not supported`); the
     explicit path (float32 softmax) is used there instead."""
     if _backend() == "jax" and compute_dtype == "float16":
-        return _jax_has_gpu()
+        return _has_gpu("jax")
     return True
 
 
@@ -177,7 +173,7 @@ def recurrent_sequence(layer, sequences, initial_state, mask, training):
     backend = _backend()
     if backend == "torch":
         return _torch_recurrent(kind, layer, sequences, initial_state)
-    if backend == "jax" and kind == "lstm" and _jax_has_gpu():
+    if backend == "jax" and kind == "lstm" and _has_gpu("jax"):
         if layer.compute_dtype not in ("float32", "float16"):
             return None
         return jax_lstm(layer, sequences, initial_state)
