@@ -42,6 +42,13 @@ What is here, and why (figures in `docs/benchmarks_cpu.md`):
   (`tf.nn.gelu` lowers to `Erfc`).
 
 No fast path changes results beyond float rounding (tested to 1e-5).
+
+Two helpers of the token id check live here too: `has_values`, whether a
+tensor's values can be read (eager) or not (traced by `tf.function`,
+`jax.jit`, `torch.compile`, or symbolic), which cannot be written with
+`keras.ops`; and `id_range`, the ids' minimum and maximum (one fused
+`torch.aminmax` on PyTorch, where the check runs at every eager step; tested
+equal to the `keras.ops` reductions).
 """
 
 import contextlib
@@ -49,6 +56,7 @@ import functools
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 _ENABLED = [True]
@@ -85,6 +93,62 @@ def _has_gpu(backend):
 
         return torch.cuda.is_available()
     return any(d.lower().startswith("gpu") for d in keras.distribution.list_devices())
+
+
+@functools.lru_cache(maxsize=None)
+def _traced_test(backend):
+    """The predicate that tells a tensor of `backend` without values (being
+    traced or compiled) from one with values, built once per backend."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.is_symbolic_tensor  # graph tensors of tf.function / Keras's traced steps
+    if backend == "jax":
+        import jax
+
+        tracer = jax.core.Tracer  # jit, grad, vmap, eval_shape
+
+        return lambda x: isinstance(x, tracer)
+    if backend == "torch":
+        import torch
+
+        def traced(x):
+            return (
+                torch.compiler.is_compiling()
+                or torch.jit.is_tracing()
+                # Keras's shape inference runs torch layers on the meta device.
+                or (isinstance(x, torch.Tensor) and x.device.type == "meta")
+            )
+
+        return traced
+    return lambda x: False  # the numpy backend: always values
+
+
+def has_values(x):
+    """Whether the values of `x` can be read now (a numpy array, a Python
+    number or an eager tensor), as opposed to a symbolic or traced tensor (a
+    `keras.KerasTensor`, a TensorFlow graph tensor, a JAX tracer under `jit`,
+    a torch tensor under `torch.compile`/tracing or on the `meta` device).
+
+    Used by the token id check (`keraseq.layers._validation.check_token_ids`),
+    which reads the minimum and maximum id only when this is true."""
+    if isinstance(x, (np.ndarray, np.generic, int, float, list, tuple)):
+        return True
+    if isinstance(x, keras.KerasTensor):
+        return False
+    return not _traced_test(_backend())(x)
+
+
+def id_range(x):
+    """`(min, max)` of an integer tensor with values, as Python ints: one
+    fused `torch.aminmax` and one transfer on PyTorch (where every call is
+    eager, so this runs at every training step), two `keras.ops` reductions
+    elsewhere (only eager calls get here there)."""
+    if _backend() == "torch" and _ENABLED[0]:
+        import torch
+
+        return tuple(int(v) for v in torch.stack(torch.aminmax(x)).tolist())
+    return int(ops.min(x)), int(ops.max(x))
 
 
 def hoist_input_projection(cell):

@@ -11,10 +11,14 @@ from keraseq.layers._validation import (
     check_bool,
     check_last_axis_known,
     check_lookup,
+    check_mask_dtype,
+    check_mask_shape,
+    check_numeric,
     check_positive_int,
     check_rank,
     check_rate,
     is_int,
+    tensor_shape,
 )
 
 # Added to the logits of blocked positions before the softmax (the value the
@@ -42,6 +46,29 @@ def _check_mask_shape(name, mask_shape, target_shape):
             f"source_length)={tuple(target_shape)}. "
             f"Received: {name}.shape={mask_shape}"
         )
+
+
+# The arguments of `MultiHeadAttention.call`, in order (for `__call__`).
+_CALL_ARGUMENTS = (
+    "query",
+    "value",
+    "key",
+    "query_mask",
+    "value_mask",
+    "key_mask",
+    "attention_mask",
+    "return_attention_scores",
+    "training",
+    "use_causal_mask",
+)
+
+# What True means in each mask, for the dtype message.
+_MASK_MEANINGS = {
+    "query_mask": "a query position is used",
+    "value_mask": "a key position may be attended to",
+    "key_mask": "a key position may be attended to",
+    "attention_mask": "a query may attend to a key",
+}
 
 
 class _HeadProjection(keras.layers.Layer):
@@ -205,6 +232,9 @@ class MultiHeadAttention(keras.layers.Layer):
             Defaults to the Keras mask of `key`.
         attention_mask: optional boolean tensor broadcastable to
             `(batch_size, target_length, source_length)`.
+            Every mask may also be an integer tensor (nonzero = True); a
+            float mask is refused, because an additive mask (0 = attend,
+            -inf = block, as in PyTorch) would be read the other way round.
         return_attention_scores: bool. Whether to also return the attention
             weights (before dropout). Defaults to `False`.
         training: bool. Whether dropout is active. Defaults to `None`
@@ -222,9 +252,11 @@ class MultiHeadAttention(keras.layers.Layer):
 
     Raises:
         ValueError: for a bad constructor argument, a `query`, `value` or
-            `key` that is not rank 3, `value` and `key` of different
-            lengths, or an `attention_mask` that does not broadcast to
-            `(batch_size, target_length, source_length)`.
+            `key` that is not rank 3 or not numeric, `value` and `key` of
+            different lengths, a `query_mask`, `value_mask` or `key_mask` of
+            another shape than listed above, an `attention_mask` that does
+            not broadcast to `(batch_size, target_length, source_length)`,
+            or a mask whose dtype is not bool or integer.
 
     Example:
 
@@ -335,6 +367,43 @@ class MultiHeadAttention(keras.layers.Layer):
                     f"value.shape={tuple(value_shape)}, "
                     f"key.shape={tuple(key_shape)}"
                 )
+
+    def __call__(self, *args, **kwargs):
+        # Checked here, before Keras converts the inputs and wraps errors of
+        # `call`, so that a bad input raises one ValueError with one line.
+        arguments = dict(zip(_CALL_ARGUMENTS, args), **kwargs)
+        self._check_call(arguments)
+        return super().__call__(*args, **kwargs)
+
+    def _check_call(self, arguments):
+        query, value = arguments.get("query"), arguments.get("value")
+        key = arguments.get("key")
+        if query is None or value is None:
+            return  # Keras raises its own TypeError for a missing argument
+        query_shape, value_shape = tensor_shape(query), tensor_shape(value)
+        key_shape = None if key is None else tensor_shape(key)
+        self._check_shapes(query_shape, value_shape, key_shape)
+        for name, tensor in (("query", query), ("value", value), ("key", key)):
+            if tensor is not None:
+                check_numeric(name, tensor)
+        batch_size = query_shape[0]
+        expected = {
+            "query_mask": ((batch_size, query_shape[1]), "(batch_size, target_length)"),
+            "value_mask": ((batch_size, value_shape[1]), "(batch_size, source_length)"),
+            "key_mask": ((batch_size, value_shape[1]), "(batch_size, source_length)"),
+        }
+        for name, meaning in _MASK_MEANINGS.items():
+            mask = arguments.get(name)
+            if mask is None:
+                continue
+            if name == "attention_mask":
+                if tensor_shape(mask) is not None:
+                    _check_mask_shape(
+                        name, tensor_shape(mask), (batch_size, query_shape[1], value_shape[1])
+                    )
+            else:
+                check_mask_shape(name, tensor_shape(mask), *expected[name])
+            check_mask_dtype(name, mask, meaning)
 
     def _projection(self, name, input_dims, output_dims):
         # A fresh initializer object per weight, as stateless initializers

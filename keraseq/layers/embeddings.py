@@ -21,10 +21,14 @@ from keraseq.layers._validation import (
     check_choice,
     check_lookup,
     check_last_axis_known,
+    check_numeric,
     check_positive_int,
     check_rank,
+    check_token_ids,
     is_int,
     is_number,
+    tensor_dtype,
+    tensor_shape,
 )
 
 # Integer positions are split as `p = high * _SPLIT + low` with both parts
@@ -45,6 +49,43 @@ def _check_sequence_shape(input_shape):
     )
     check_last_axis_known("inputs", input_shape, "hidden_dim")
     return input_shape
+
+
+def _start_index_argument(args, kwargs):
+    """The `start_index` of a `layer(inputs, start_index)` call (default 0)."""
+    return args[0] if args else kwargs.get("start_index", 0)
+
+
+def _check_start_index(start_index):
+    """Raises naming `start_index` unless it is a non-negative integer or an
+    integer tensor (whose value and shape are left to the computation)."""
+    if is_int(start_index):
+        if start_index < 0:
+            raise ValueError(
+                f"`start_index` must be non-negative. Received: start_index={start_index}"
+            )
+        return
+    allowed = "`start_index` must be a non-negative integer or an integer scalar tensor."
+    tensor_types = (keras.KerasTensor, np.ndarray)
+    if not (ops.is_tensor(start_index) or isinstance(start_index, tensor_types)):
+        raise ValueError(f"{allowed} Received: start_index={start_index!r}")
+    dtype = tensor_dtype(start_index)
+    if not (dtype.startswith("int") or dtype.startswith("uint")):
+        raise ValueError(f"{allowed} Received: start_index with dtype={dtype}")
+
+
+def _check_length(layer_name, input_shape, length, start_index, sequence_length):
+    """Raises when a known `length` from an integer `start_index` runs past a
+    learned table of `sequence_length` rows."""
+    offset = int(start_index) if is_int(start_index) else 0
+    if length is not None and offset + length > sequence_length:
+        where = f" starting at start_index={offset}" if offset else ""
+        raise ValueError(
+            f"The input sequence length ({length}){where} exceeds the "
+            f"`sequence_length` of `{layer_name}` ({sequence_length}): "
+            f"input length + start_index must be <= sequence_length="
+            f"{sequence_length}. Received: inputs.shape={tuple(input_shape)}"
+        )
 
 
 @functools.lru_cache(maxsize=64)
@@ -153,8 +194,10 @@ class SinePositionEncoding(keras.layers.Layer):
         element.
 
     Raises:
-        ValueError: if `max_wavelength` is not a positive number, or if the
-            inputs are not of rank 3 or have an unknown last axis.
+        ValueError: if `max_wavelength` is not a positive number; if the
+            inputs are not of rank 3, have an unknown last axis or a
+            non-numeric dtype; if `start_index` is neither an integer nor an
+            integer scalar tensor.
 
     Example:
 
@@ -182,6 +225,16 @@ class SinePositionEncoding(keras.layers.Layer):
 
     def _check_input_shape(self, input_shape):
         return _check_sequence_shape(input_shape)
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Checked here, before Keras converts the inputs and wraps errors of
+        # `call`, so that a bad input raises one ValueError with one line.
+        self._check_input_shape(tensor_shape(inputs))
+        check_numeric("inputs", inputs)
+        start_index = _start_index_argument(args, kwargs)
+        if not is_int(start_index):
+            _check_start_index(start_index)  # a negative integer is a valid position here
+        return super().__call__(inputs, *args, **kwargs)
 
     def build(self, input_shape):
         self._check_input_shape(input_shape)
@@ -284,9 +337,10 @@ class PositionEmbedding(keras.layers.Layer):
 
     Raises:
         ValueError: if `sequence_length` is not a positive integer; if the
-            inputs are not of rank 3 or have an unknown last axis; if a known
-            input length (plus an integer `start_index`) exceeds
-            `sequence_length`; if a negative integer `start_index` is given.
+            inputs are not of rank 3, have an unknown last axis, a width other
+            than the table's or a non-numeric dtype; if a known input length
+            (plus an integer `start_index`) exceeds `sequence_length`; if
+            `start_index` is negative or not an integer.
 
     Example:
 
@@ -310,21 +364,29 @@ class PositionEmbedding(keras.layers.Layer):
 
     def _check_input_shape(self, input_shape, start_index=0):
         input_shape = _check_sequence_shape(input_shape)
-        if is_int(start_index) and start_index < 0:
-            raise ValueError(
-                f"`start_index` must be non-negative. Received: start_index={start_index}"
-            )
-        length = input_shape[-2]
-        offset = int(start_index) if is_int(start_index) else 0
-        if length is not None and offset + length > self.sequence_length:
-            where = f" starting at start_index={offset}" if offset else ""
-            raise ValueError(
-                f"The input sequence length ({length}){where} exceeds the "
-                f"`sequence_length` of `{self.name}` ({self.sequence_length}): "
-                f"input length + start_index must be <= sequence_length="
-                f"{self.sequence_length}. Received: inputs.shape={input_shape}"
-            )
+        _check_start_index(start_index)
+        _check_length(
+            self.name, input_shape, input_shape[-2], start_index, self.sequence_length
+        )
         return input_shape
+
+    def _check_width(self, input_shape):
+        if self.built and input_shape[-1] != self.embeddings.shape[-1]:
+            raise ValueError(
+                f"The last axis of the `inputs` of `{self.name}` must be "
+                f"{self.embeddings.shape[-1]} (the width of its table). "
+                f"Received: inputs.shape={tuple(input_shape)}"
+            )
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Checked here, before Keras converts the inputs and wraps errors of
+        # `call`, so that a bad input raises one ValueError with one line.
+        input_shape = self._check_input_shape(
+            tensor_shape(inputs), _start_index_argument(args, kwargs)
+        )
+        check_numeric("inputs", inputs)
+        self._check_width(input_shape)
+        return super().__call__(inputs, *args, **kwargs)
 
     def build(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
@@ -339,13 +401,8 @@ class PositionEmbedding(keras.layers.Layer):
 
     def call(self, inputs, start_index=0):
         input_shape = self._check_input_shape(inputs.shape, start_index)
+        self._check_width(input_shape)
         hidden_dim = int(input_shape[-1])
-        if hidden_dim != self.embeddings.shape[-1]:
-            raise ValueError(
-                f"The last axis of the `inputs` of `{self.name}` must be "
-                f"{self.embeddings.shape[-1]} (the width of its table). "
-                f"Received: inputs.shape={input_shape}"
-            )
         shape = ops.shape(inputs)
         table = ops.cast(self.embeddings, self.compute_dtype)  # (S, d)
         length = input_shape[-2]
@@ -389,6 +446,19 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     the mask `inputs != 0` of shape `(batch_size, sequence_length)` for
     downstream layers (the embedding of id 0 is still computed and returned).
 
+    Token ids are checked before the lookup. Their dtype must be an integer
+    one, always (float ids are not truncated, strings are refused with the
+    same message on every backend). Their values must lie in
+    `[0, vocabulary_size)`; this is checked whenever the values can be read:
+    eager calls on every backend, and every call on PyTorch (eager even
+    inside `fit` and `predict`), at the cost of one min/max reduction of the
+    ids. Inside a traced function (`tf.function`, `jax.jit`, and so
+    `predict`/`fit` on TensorFlow and JAX) the ids have no values yet and are
+    not checked; the lookup then does what the backend does: TensorFlow
+    raises its own `InvalidArgumentError` for an id `>= vocabulary_size`,
+    JAX returns a row of NaN for it, and a negative id selects a row from the
+    end of the table (as Python indexing does) on both.
+
     Args:
         vocabulary_size: int. Number of token ids (largest id + 1). Must be
             positive.
@@ -406,9 +476,10 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             e.g. `name` and `dtype`.
 
     Call arguments:
-        inputs: integer tensor of shape `(batch_size, sequence_length)`.
-        start_index: int or int scalar tensor, default `0`. Position of the
-            first step of `inputs`.
+        inputs: integer tensor of shape `(batch_size, sequence_length)`,
+            token ids in `[0, vocabulary_size)`.
+        start_index: non-negative int or int scalar tensor, default `0`.
+            Position of the first step of `inputs`.
 
     Returns:
         A tensor of shape `(batch_size, sequence_length, embedding_dim)` in the
@@ -419,7 +490,10 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             integer; if `sequence_length` is not a positive integer (or `None`
             with `positional="sine"`); if `positional` is not `"learned"` or
             `"sine"`; if `mask_zero` is not a bool; if the inputs are not of
-            rank 2; if a known input length exceeds a learned
+            rank 2 or not of an integer dtype; if a token id outside
+            `[0, vocabulary_size)` is seen (see above for when); if
+            `start_index` is negative or not an integer; if a known input
+            length (plus an integer `start_index`) exceeds a learned
             `sequence_length`.
 
     Example:
@@ -475,8 +549,22 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.embeddings_initializer = initializer_obj
         self.supports_masking = self.mask_zero
 
-    def _check_input_shape(self, input_shape):
-        return check_rank("inputs", input_shape, 2, "(batch_size, sequence_length)")
+    def _check_input_shape(self, input_shape, start_index=0):
+        input_shape = check_rank("inputs", input_shape, 2, "(batch_size, sequence_length)")
+        _check_start_index(start_index)
+        if self.positional == "learned":
+            _check_length(
+                self.name, input_shape, input_shape[-1], start_index, self.sequence_length
+            )
+        return input_shape
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Checked here, before Keras converts the inputs (a string array would
+        # fail inside the backend) and wraps errors of `call`, so that a bad
+        # input raises one ValueError with one line.
+        self._check_input_shape(tensor_shape(inputs), _start_index_argument(args, kwargs))
+        check_token_ids(inputs, self.vocabulary_size)
+        return super().__call__(inputs, *args, **kwargs)
 
     def _fresh_initializer(self):
         # A separate initializer object per table, so seeded initializers are
@@ -523,14 +611,6 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
-        if self.positional == "learned":
-            length = input_shape[-1]
-            if length is not None and length > self.sequence_length:
-                raise ValueError(
-                    f"The input sequence length ({length}) exceeds the "
-                    f"`sequence_length` of `{self.name}` ({self.sequence_length}). "
-                    f"Received: inputs.shape={input_shape}"
-                )
         return input_shape + (self.embedding_dim,)
 
     def get_config(self):

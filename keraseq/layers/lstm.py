@@ -200,7 +200,9 @@ class LSTM(RecurrentLayer):
     Call arguments:
         sequences: float tensor `(batch_size, sequence_length, features)`.
         initial_state: optional `[h_0, c_0]`, each `(batch_size, units)`.
-        mask: optional bool tensor `(batch_size, sequence_length)`.
+        mask: optional bool (or integer 0/1) tensor `(batch_size,
+            sequence_length)`, True at steps to use. A float mask is refused
+            (an additive mask, 0 = keep, would be read the other way round).
         training: bool, whether dropout applies.
 
     Returns:
@@ -208,8 +210,10 @@ class LSTM(RecurrentLayer):
         `return_state=True`. Dtype: the layer's compute dtype.
 
     Raises:
-        ValueError: for the bad arguments above, an input whose rank is not 3, or
-            a mask whose shape is not `(batch_size, sequence_length)`.
+        ValueError: for the bad arguments above, an input whose rank is not 3 or
+            whose dtype is not numeric, a mask whose shape is not `(batch_size,
+            sequence_length)` or whose dtype is not bool or integer, or an
+            `initial_state` of the wrong count, width, batch size or rank.
 
     Example:
         >>> lstm = keraseq.LSTM(16, return_sequences=True)

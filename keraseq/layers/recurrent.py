@@ -31,10 +31,14 @@ from keraseq.layers._validation import (
     check_bool,
     check_last_axis_known,
     check_lookup,
+    check_mask_dtype,
+    check_mask_shape,
+    check_numeric,
     check_positive_int,
     check_rank,
     check_rate,
     is_int,
+    tensor_shape,
 )
 
 # Constructor arguments shared by every cell and forwarded by its sequence layer.
@@ -236,21 +240,29 @@ class RecurrentLayer(keras.layers.RNN):
         _check_rank3(sequences_shape)
         super().build(sequences_shape, initial_state_shape)
 
+    def __call__(self, sequences, *args, **kwargs):
+        # `call(sequences, initial_state=None, mask=None, training=False)`.
+        # Checked here, before Keras converts the inputs and wraps errors of
+        # `call`, so that a bad input raises one ValueError with one line.
+        initial_state = args[0] if args else kwargs.get("initial_state")
+        mask = args[1] if len(args) > 1 else kwargs.get("mask")
+        self._check_call(sequences, initial_state, mask)
+        return super().__call__(sequences, *args, **kwargs)
+
+    def _check_call(self, sequences, initial_state, mask):
+        shape = tensor_shape(sequences)
+        _check_rank3(shape)
+        check_numeric("inputs", sequences)
+        if mask is not None:
+            check_mask_shape(
+                "mask", tensor_shape(mask), shape[:2], "(batch_size, sequence_length)"
+            )
+            check_mask_dtype("mask", mask, "a time step is used")
+        if initial_state is not None:
+            self._check_initial_state(initial_state, shape[0])
+
     def call(self, sequences, initial_state=None, mask=None, training=False):
         _check_rank3(sequences.shape)
-        if mask is not None:
-            mask_shape = tuple(mask.shape)
-            expected = tuple(sequences.shape[:2])
-            if len(mask_shape) != 2 or any(
-                m is not None and e is not None and m != e
-                for m, e in zip(mask_shape, expected)
-            ):
-                raise ValueError(
-                    "`mask` must have shape (batch_size, sequence_length) = "
-                    f"{expected}. Received: mask.shape={mask_shape}"
-                )
-        if initial_state is not None:
-            self._check_initial_state(initial_state, sequences.shape[0])
         return super().call(
             sequences, initial_state=initial_state, mask=mask, training=training
         )

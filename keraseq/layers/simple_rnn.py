@@ -149,7 +149,9 @@ class SimpleRNN(RecurrentLayer):
     Call arguments:
         sequences: float tensor `(batch_size, sequence_length, features)`.
         initial_state: optional list `[h_0]`, `(batch_size, units)`.
-        mask: optional bool tensor `(batch_size, sequence_length)`.
+        mask: optional bool (or integer 0/1) tensor `(batch_size,
+            sequence_length)`, True at steps to use. A float mask is refused
+            (an additive mask, 0 = keep, would be read the other way round).
         training: bool, whether dropout applies.
 
     Returns:
@@ -159,7 +161,10 @@ class SimpleRNN(RecurrentLayer):
 
     Raises:
         ValueError: for the bad arguments listed above, an input whose rank is
-            not 3, or a mask whose shape is not `(batch_size, sequence_length)`.
+            not 3 or whose dtype is not numeric, a mask whose shape is not
+            `(batch_size, sequence_length)` or whose dtype is not bool or
+            integer, or an `initial_state` of the wrong count, width, batch
+            size or rank.
 
     Example:
         >>> layer = keraseq.SimpleRNN(32, activation="relu",

@@ -8,10 +8,15 @@ from keraseq.layers._validation import (
     check_bool,
     check_last_axis_known,
     check_lookup,
+    check_mask_dtype,
+    check_mask_shape,
+    check_numeric,
     check_positive_int,
     check_rank,
     check_rate,
+    is_int,
     is_number,
+    tensor_shape,
 )
 from keraseq.layers.attention import MultiHeadAttention
 
@@ -58,13 +63,20 @@ class TransformerBlock(keras.layers.Layer):
             kernels. Defaults to `"glorot_uniform"`.
         use_causal_mask: bool. Whether position `i` may only attend to
             positions `j <= i`. Defaults to `True`.
+        seed: int or `None`. Seed of the three dropouts (the attention
+            weights get `seed`, the two residual dropouts `seed + 1` and
+            `seed + 2`). Defaults to `None` (Keras draws one; on torch
+            unseeded dropout uses torch's global random state, so a run
+            resumed from a backup draws other masks).
         **kwargs: base `Layer` arguments such as `name` and `dtype`.
 
     Call arguments:
         inputs: tensor of shape `(batch_size, sequence_length, hidden_dim)`.
         padding_mask: optional boolean tensor of shape
             `(batch_size, sequence_length)`, `True` at real tokens. Defaults
-            to the Keras mask of `inputs`.
+            to the Keras mask of `inputs`. An integer mask (nonzero = real)
+            is accepted; a float mask is refused (an additive mask, 0 =
+            keep, would be read the other way round).
         training: bool. Whether dropout is active. Defaults to `None`
             (inference unless set by the Keras training loop).
         mask: the Keras mask of `inputs`, filled in by Keras; used when
@@ -87,7 +99,9 @@ class TransformerBlock(keras.layers.Layer):
 
     Raises:
         ValueError: for a bad constructor argument, for inputs that are not
-            rank 3 or whose last dimension is unknown, and when `key_dim` is
+            rank 3, not numeric or whose last dimension is unknown, for a
+            `padding_mask` whose shape is not `(batch_size, sequence_length)`
+            or whose dtype is not bool or integer, and when `key_dim` is
             `None` and `hidden_dim` is not a multiple of `num_heads`.
 
     Example:
@@ -122,6 +136,7 @@ class TransformerBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-5,
         kernel_initializer="glorot_uniform",
         use_causal_mask=True,
+        seed=None,
         **kwargs,
     ):
         num_heads = check_positive_int("num_heads", num_heads)
@@ -147,6 +162,10 @@ class TransformerBlock(keras.layers.Layer):
             "kernel_initializer", kernel_initializer, keras.initializers.get
         )
         use_causal_mask = check_bool("use_causal_mask", use_causal_mask)
+        if seed is not None and not is_int(seed):
+            raise ValueError(
+                f"`seed` must be an integer or None. Received: seed={seed!r}"
+            )
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
@@ -156,7 +175,11 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.kernel_initializer = kernel_initializer_obj
         self.use_causal_mask = use_causal_mask
+        self.seed = None if seed is None else int(seed)
         self.supports_masking = True
+
+    def _dropout_seed(self, offset):
+        return None if self.seed is None else self.seed + offset
 
     def _clone_initializer(self):
         initializer = self.kernel_initializer
@@ -170,6 +193,22 @@ class TransformerBlock(keras.layers.Layer):
             "(batch_size, sequence_length, hidden_dim)",
         )
         check_last_axis_known("inputs", input_shape, "hidden_dim")
+
+    def __call__(self, inputs, *args, **kwargs):
+        # `call(inputs, padding_mask=None, training=None, mask=None, ...)`.
+        # Checked here, before Keras converts the inputs and wraps errors of
+        # `call`, so that a bad input raises one ValueError with one line.
+        input_shape = tensor_shape(inputs)
+        self._check_input_shape(input_shape)
+        check_numeric("inputs", inputs)
+        masks = {"padding_mask": args[0] if args else kwargs.get("padding_mask"),
+                 "mask": args[2] if len(args) > 2 else kwargs.get("mask")}
+        for name, mask in masks.items():
+            if mask is not None:
+                check_mask_shape(name, tensor_shape(mask), input_shape[:2],
+                                 "(batch_size, sequence_length)")
+                check_mask_dtype(name, mask, "a token is real (not padding)")
+        return super().__call__(inputs, *args, **kwargs)
 
     def build(self, input_shape):
         self._check_input_shape(input_shape)
@@ -195,6 +234,7 @@ class TransformerBlock(keras.layers.Layer):
             num_heads=self.num_heads,
             key_dim=key_dim,
             dropout=self.dropout,
+            seed=self.seed,
             kernel_initializer=self._clone_initializer(),
             dtype=self.dtype_policy,
             name="self_attention",
@@ -202,6 +242,7 @@ class TransformerBlock(keras.layers.Layer):
         self._self_attention.build(input_shape, input_shape)
         self._self_attention_dropout = keras.layers.Dropout(
             rate=self.dropout,
+            seed=self._dropout_seed(1),
             dtype=self.dtype_policy,
             name="self_attention_dropout",
         )
@@ -230,6 +271,7 @@ class TransformerBlock(keras.layers.Layer):
         )
         self._feedforward_dropout = keras.layers.Dropout(
             rate=self.dropout,
+            seed=self._dropout_seed(2),
             dtype=self.dtype_policy,
             name="feedforward_dropout",
         )
@@ -320,5 +362,6 @@ class TransformerBlock(keras.layers.Layer):
                 self.kernel_initializer
             ),
             "use_causal_mask": self.use_causal_mask,
+            "seed": self.seed,
         }
         return {**base_config, **config}
