@@ -6,12 +6,12 @@ only inside the functions that need a model.
 """
 
 import contextlib
-import json
 import math
 import os
 import re
-import tempfile
 import zipfile
+
+from keraseq import _atomic
 
 # ONNX opsets tf2onnx 1.17 can write (it refuses 19 and above: "Opset 19 is not
 # supported yet") and that onnxruntime 1.32 runs. Below 13 the converter falls
@@ -216,35 +216,9 @@ def _one_line(error):
 
 
 def atomic_write_bytes(data, path):
-    """Write `data` to `path` through a temporary file in the same directory.
-
-    The target appears complete or not at all; on any failure the temporary file
-    is removed and an existing target is left untouched.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _chmod_like_new_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _chmod_like_new_file(path):
-    """mkstemp creates 0600 files; give the result the usual 0666 & ~umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o666 & ~umask)
+    """Write `data` to `path` atomically (`keraseq._atomic.write_bytes`): the
+    target appears complete or not at all, an existing one untouched on failure."""
+    _atomic.write_bytes(path, data)
 
 
 def json_safe(value):
@@ -259,5 +233,6 @@ def json_safe(value):
 
 
 def atomic_write_json(obj, path):
-    text = json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(text.encode("utf-8"), path)
+    """Write `obj` as strict JSON (non-finite floats as strings, see
+    `json_safe`) to `path` atomically."""
+    _atomic.write_json(path, json_safe(obj), indent=2, allow_nan=False)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+from keraseq import _atomic
 from keraseq.export import _io
 
 # Environment variable set in the conversion child so that it never spawns a
@@ -531,7 +532,6 @@ def _export_in_subprocess(model_or_path, path, opset, input_names, output_names,
             "The ONNX conversion child did not start under the TensorFlow "
             "backend (KERAS_BACKEND=tensorflow was not honoured)."
         )
-    directory = os.path.dirname(os.path.abspath(path))
     with tempfile.TemporaryDirectory(prefix="keraseq-export-") as scratch:
         if _io.is_model(model_or_path):
             inputs = _io.model_inputs(model_or_path)
@@ -541,22 +541,11 @@ def _export_in_subprocess(model_or_path, path, opset, input_names, output_names,
         else:
             source = _io.resolve_keras_path(model_or_path)
         # The child writes into a temporary name next to `path`; only a complete
-        # file is renamed onto `path`.
-        fd, staging = tempfile.mkstemp(
-            prefix=f".{os.path.basename(path)}.", suffix=".tmp.onnx", dir=directory
-        )
-        os.close(fd)
-        try:
+        # file is renamed onto `path` (keraseq._atomic).
+        with _atomic.atomic_path(path) as staging:
             info = _run_child(
                 source, staging, opset, input_names, output_names, source_backend
             )
-            os.replace(staging, path)
-        except BaseException:
-            try:
-                os.unlink(staging)
-            except OSError:
-                pass
-            raise
     info["path"] = path
     return info
 

@@ -65,11 +65,11 @@ import logging
 import math
 import os
 import statistics
-import tempfile
 import time
 
 import numpy as np
 
+from keraseq import _atomic
 from keraseq.export import _io
 
 DEFAULT_OP_TYPES = ("LSTM", "MatMul", "Gather")
@@ -315,9 +315,12 @@ def _load_graph(onnx_path):
     try:
         proto = onnx.load(onnx_path)
     except Exception as error:  # noqa: BLE001 - a damaged or foreign file
+        from keraseq.export.runtime import NOT_ONNX
+
+        reason = (NOT_ONNX if type(error).__name__ == "DecodeError"  # protobuf's
+                  else f"{type(error).__name__}: {_io._one_line(error)[:200]}")
         raise ValueError(
-            f"`onnx_path` is not an ONNX model ({type(error).__name__}: "
-            f"{_io._one_line(error)[:200]}). Received: onnx_path={onnx_path!r}"
+            f"`onnx_path` is not an ONNX model ({reason}). Received: onnx_path={onnx_path!r}"
         ) from None
     if not proto.graph.node or not proto.graph.output:
         raise ValueError(
@@ -734,7 +737,6 @@ def quantize_int8(
     else:
         plans = [("custom", list(op_types), [])]
 
-    directory = os.path.dirname(os.path.abspath(out_path))
     attempts, kept = [], None  # kept: (attempt, temporary path, runner)
     shipped_attempt = None
     try:
@@ -753,11 +755,7 @@ def quantize_int8(
                 attempts.append({**settings, "quantized_nodes": {},
                                  "skipped": "no embedding Gather or logits MatMul found"})
                 continue
-            fd, temporary = tempfile.mkstemp(
-                prefix=f".{os.path.basename(out_path)}.", suffix=".tmp.onnx",
-                dir=directory,
-            )
-            os.close(fd)
+            temporary = _atomic.temporary_path(out_path)  # a candidate next to out_path
             try:
                 quantized = _quantize_to(
                     proto, temporary, types, per_channel, reduce_range, exclude,
@@ -767,7 +765,7 @@ def quantize_int8(
                 if not quantized:
                     attempt["skipped"] = "no node to quantize"
                     attempts.append(attempt)
-                    os.unlink(temporary)
+                    _atomic.discard(temporary)
                     continue
                 if any(
                     a.get("quantized_nodes") == quantized and not a.get("skipped")
@@ -775,7 +773,7 @@ def quantize_int8(
                 ):
                     attempt["skipped"] = "quantizes the same nodes as the attempt before"
                     attempts.append(attempt)
-                    os.unlink(temporary)
+                    _atomic.discard(temporary)
                     continue
                 runner = _Runner(_session(temporary, threads), plan)
                 int8_loss, int8_argmax = runner.evaluate(x, y, batch_size)
@@ -787,17 +785,16 @@ def quantize_int8(
                 attempt["passed"] = attempt["agreement"] >= min_agreement
                 attempts.append(attempt)
             except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
+                _atomic.discard(temporary)
                 raise
             # Keep the file of the best attempt so far (a passing attempt is
             # always the best: every earlier one agreed less than it).
             if kept is None or attempt["agreement"] > kept[0]["agreement"]:
                 if kept is not None:
-                    os.unlink(kept[1])
+                    _atomic.discard(kept[1])
                 kept = (attempt, temporary, runner)
             else:
-                os.unlink(temporary)
+                _atomic.discard(temporary)
             if attempt["passed"]:
                 shipped_attempt = attempt
                 break
@@ -816,13 +813,11 @@ def quantize_int8(
                 })
         existed = os.path.exists(out_path)
         if shipped_attempt is not None:
-            _io._chmod_like_new_file(kept[1])  # mkstemp made it 0600
-            os.replace(kept[1], out_path)
-            kept = None
+            candidate, kept = kept[1], None
+            _atomic.publish(candidate, out_path)  # fsync, mode, rename; removed on failure
     finally:
         if kept is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(kept[1])
+            _atomic.discard(kept[1])
 
     best = shipped_attempt or (
         max((a for a in attempts if not a.get("skipped")),

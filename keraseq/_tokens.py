@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keraseq import _atomic
 from keraseq._validation import check_choice, check_positive_int
 
 __all__ = [
@@ -138,12 +139,23 @@ def detokenize(tokens, level):
 # ---------------------------------------------------------------- vocabulary
 
 
+def _lone_surrogate(text):
+    """Index of the first lone surrogate in `text` (which UTF-8 cannot encode:
+    Python's `surrogateescape` makes them from undecodable bytes), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
+
+
 def check_tokens(tokens, level):
     """The tokens of a vocabulary as a list, or a `ValueError` naming `tokens`.
 
     Args:
-        tokens: sequence of distinct, non-empty strings, without `"[UNK]"`;
-            for `level="char"` each must be a single character.
+        tokens: sequence of distinct, non-empty strings (valid Unicode: no
+            lone surrogates), without `"[UNK]"`; for `level="char"` each must
+            be a single character.
         level: `"char"` or `"word"`.
 
     Returns:
@@ -165,6 +177,11 @@ def check_tokens(tokens, level):
         if not isinstance(token, str) or not token:
             raise ValueError(
                 f"`tokens` must all be non-empty strings. Received a token {token!r}"
+            )
+        if _lone_surrogate(token) is not None:
+            raise ValueError(
+                "`tokens` must be valid Unicode text (encodable as UTF-8). Received a "
+                f"token {token!r} holding a lone surrogate"
             )
         if level == "char" and len(token) != 1:
             raise ValueError(
@@ -320,8 +337,10 @@ class TokenVocabulary:
             A vocabulary of the class it is called on.
 
         Raises:
-            ValueError: if `text` is empty or not a string, `level` is
-                invalid, or `max_tokens` is not a positive integer or `None`.
+            ValueError: if `text` is not a string, has no tokens or holds a
+                lone surrogate (not valid Unicode text: UTF-8 cannot encode
+                it), `level` is invalid, or `max_tokens` is not a positive
+                integer or `None`.
         """
         check_choice("level", level, LEVELS)
         if max_tokens is not None:
@@ -331,6 +350,13 @@ class TokenVocabulary:
         tokens = tokenize(text, level)
         if not tokens:
             raise ValueError(f"`text` has no {level} tokens. Received: text={text[:50]!r}")
+        index = _lone_surrogate(text)
+        if index is not None:
+            raise ValueError(
+                f"`text` must be valid Unicode text (encodable as UTF-8); it holds the "
+                f"lone surrogate {text[index]!r} at index {index}. "
+                f"Received: text={text[:50]!r}"
+            )
         counts = collections.Counter(tokens)
         ordered = sorted(counts, key=lambda token: (-counts[token], token))
         if max_tokens is not None:
@@ -416,13 +442,15 @@ class TokenVocabulary:
     def save(self, path):
         """Write the vocabulary as JSON, `{"level": ..., "tokens": [...]}`.
 
-        JSON (UTF-8) is used because tokens include `"\\n"` and spaces.
+        JSON (UTF-8) is used because tokens include `"\\n"` and spaces. The
+        file is written atomically (a temporary name, then renamed): it is
+        complete or, on any failure, an existing file is left as it was.
 
         Args:
             path: string or path-like.
         """
         payload = {"level": self._level, "tokens": self._tokens}
-        Path(path).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+        _atomic.write_json(path, payload, ensure_ascii=False)
 
     @classmethod
     def load(cls, path):
