@@ -388,10 +388,14 @@ def _open_session(onnx_path):
             onnx_path, providers=["CPUExecutionProvider"]
         )
     except Exception as error:  # noqa: BLE001
+        from keraseq.export.runtime import onnx_load_problem
+
+        foreign, reason = onnx_load_problem(error)
+        verb = ("is not an ONNX model onnxruntime can load" if foreign
+                else "could not be loaded by onnxruntime")
         raise ValueError(
-            f"`onnx_path` could not be loaded by onnxruntime ({_io._one_line(error)}). "
-            f"Received: onnx_path={onnx_path!r}"
-        ) from error
+            f"`onnx_path` {verb} ({reason}). Received: onnx_path={onnx_path!r}"
+        ) from None
     return session, session.get_inputs(), [o.name for o in session.get_outputs()]
 
 

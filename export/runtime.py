@@ -98,6 +98,27 @@ def _one_line(error):
     return " ".join(str(error).split())
 
 
+NOT_ONNX = (
+    "it does not parse as an ONNX protobuf: truncated, or not written by an ONNX exporter"
+)
+NO_GRAPH = "it holds no graph: an empty file, or a protobuf of another kind"
+
+
+def onnx_load_problem(error):
+    """Why onnxruntime could not load a file, in one line.
+
+    Returns `(True, reason)` for a file that is not an ONNX model at all (our
+    words, `NOT_ONNX` / `NO_GRAPH`, the same whatever onnxruntime's version),
+    else `(False, "<exception type>: <onnxruntime's message>")`.
+    """
+    text = _one_line(error)
+    if type(error).__name__ == "InvalidProtobuf":
+        return True, NOT_ONNX
+    if "No graph was found" in text:
+        return True, NO_GRAPH
+    return False, f"{type(error).__name__}: {text}"
+
+
 def _shape_text(shape):
     """`(1, 64)` / `(batch, 64)`: a shape as the error messages write it."""
     dims = ["?" if d is None else str(d) for d in shape]
@@ -136,7 +157,9 @@ class OnnxGraph:
             session's `intra_op_num_threads`.
 
     Raises:
-        ValueError: a bad `threads`, or a file onnxruntime cannot load.
+        ValueError: a bad `threads`, or a file onnxruntime cannot load
+            ("model.step.onnx is not an ONNX model onnxruntime can load
+            (...)" for a file that is not one at all).
         ImportError: when onnxruntime is not installed.
     """
 
@@ -149,10 +172,10 @@ class OnnxGraph:
         try:
             self.session = cpu_session(self.path, threads)
         except Exception as error:  # noqa: BLE001 - a damaged or foreign file
-            raise ValueError(
-                f"{self.name} could not be loaded by onnxruntime "
-                f"({type(error).__name__}: {_one_line(error)})"
-            ) from None
+            foreign, reason = onnx_load_problem(error)
+            verb = ("is not an ONNX model onnxruntime can load" if foreign
+                else "could not be loaded by onnxruntime")
+            raise ValueError(f"{self.name} {verb} ({reason})") from None
         self.inputs = {
             i.name: (tuple(d if isinstance(d, int) else (d or None) for d in i.shape),
                      _ONNX_DTYPES.get(i.type))

@@ -1,5 +1,6 @@
 """Model builders: next-token language models from keraseq's layers."""
 
+import itertools
 import math
 
 from keraseq._keras import import_keras
@@ -14,7 +15,7 @@ from keraseq.layers import (  # noqa: E402
     TokenAndPositionEmbedding,
     TransformerBlock,
 )
-from keraseq._validation import check_positive_int, check_rate, is_number  # noqa: E402
+from keraseq._validation import check_positive_int, check_rate, is_int, is_number  # noqa: E402
 
 ARCHITECTURES = ("lstm", "rnn", "transformer")
 
@@ -29,6 +30,7 @@ def language_model(
     sequence_length=None,
     dropout=0.0,
     name=None,
+    seed=None,
 ):
     """A next-token language model: token ids in, logits over the vocabulary out.
 
@@ -71,6 +73,13 @@ def language_model(
             transformer's positions; the recurrent models take any length).
         dropout: float in [0, 1), default 0: the rate of every dropout above.
         name: optional model name.
+        seed: int or None, default None: seed of the dropout masks (each
+            dropout gets its own seed derived from it). With a seed the masks
+            are a function of the seed and of the `SeedGenerator` states in
+            `model.variables` on every backend, so a run resumed from a
+            backup that restores those states draws the same masks; with
+            `None`, Keras on torch draws unseeded dropout masks from torch's
+            global random state.
 
     Returns:
         A `keras.Model` mapping int32 `tokens (batch_size, sequence_length)` to
@@ -95,6 +104,12 @@ def language_model(
         check_positive_int(argument, value)
     check_positive_int("sequence_length", sequence_length, allow_none=True)
     check_rate("dropout", dropout)
+    if seed is not None and not is_int(seed):
+        raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
+    offsets = itertools.count(0, 3)  # a TransformerBlock uses seed, seed + 1, seed + 2
+
+    def next_seed():  # a distinct seed per layer with dropout; None when unseeded
+        return None if seed is None else int(seed) + next(offsets)
 
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     if architecture == "transformer":
@@ -111,10 +126,10 @@ def language_model(
             name="embedding",
         )(tokens)
         if dropout > 0:
-            x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+            x = keras.layers.Dropout(dropout, seed=next_seed(), name="embedding_dropout")(x)
         for index in range(num_layers):
             x = TransformerBlock(
-                num_heads, 4 * units, dropout=dropout, name=f"block_{index}"
+                num_heads, 4 * units, dropout=dropout, seed=next_seed(), name=f"block_{index}"
             )(x)
         x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
         logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
@@ -122,9 +137,10 @@ def language_model(
         x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")(tokens)
         if architecture == "lstm":
             for index in range(num_layers):
-                x = LSTM(units, return_sequences=True, dropout=dropout, name=f"lstm_{index}")(x)
+                x = LSTM(units, return_sequences=True, dropout=dropout, seed=next_seed(),
+                         name=f"lstm_{index}")(x)
             if dropout > 0:
-                x = keras.layers.Dropout(dropout, name="output_dropout")(x)
+                x = keras.layers.Dropout(dropout, seed=next_seed(), name="output_dropout")(x)
             logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
         else:
             for index in range(num_layers):
@@ -133,6 +149,7 @@ def language_model(
                     units,
                     return_sequences=True,
                     dropout=dropout,
+                    seed=next_seed(),
                     output_units=vocabulary_size if last else None,
                     name=f"rnn_{index}",
                 )(x)

@@ -104,8 +104,9 @@ def prompt_ids(vocabulary, prompt):
         A list of `int` ids.
 
     Raises:
-        ValueError: for an empty prompt or one with tokens outside the
-            vocabulary (they are named).
+        ValueError: for an empty prompt, one with tokens outside the
+            vocabulary (they are named), or one that encodes to no token (a
+            word-level prompt of whitespace only).
     """
     if not isinstance(prompt, str) or not prompt:
         raise ValueError(f"`prompt` must be a non-empty string. Received: prompt={prompt!r}")
@@ -115,7 +116,13 @@ def prompt_ids(vocabulary, prompt):
             f"`prompt` contains tokens outside the vocabulary: {unknown!r}. "
             f"Received: prompt={prompt!r}"
         )
-    return [int(i) for i in vocabulary.encode(prompt)]
+    ids = [int(i) for i in vocabulary.encode(prompt)]
+    if not ids:  # e.g. a word-level prompt of whitespace only: no token to start from
+        raise ValueError(
+            f"`prompt` holds no token (a {vocabulary.level}-level vocabulary). "
+            f"Received: prompt={prompt!r}"
+        )
+    return ids
 
 
 def generated_text(vocabulary, prompt, ids, length):

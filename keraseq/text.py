@@ -35,6 +35,7 @@ from keraseq._tokens import (  # noqa: E402,F401
     LEVELS,
     OOV_TOKEN,
     TokenVocabulary,
+    _lone_surrogate,
     detokenize,
     tokenize,
 )
@@ -124,8 +125,9 @@ def load_corpus(corpus):
 
     Raises:
         ValueError: naming `corpus` and its value when the path does not
-            exist, is a directory, is empty or whitespace only, or is not
-            text (contains NUL bytes or is not valid UTF-8).
+            exist, is a directory or not a regular file (a device, a pipe),
+            cannot be read (e.g. no permission), is empty or whitespace only,
+            or is not text (contains NUL bytes or is not valid UTF-8).
 
     Example:
 
@@ -150,7 +152,16 @@ def load_corpus(corpus):
         )
     if path.is_dir():
         raise ValueError(f"`corpus` must be a text file, not a directory. Received: {where}")
-    data = path.read_bytes()
+    if not path.is_file():  # a device or a pipe: /dev/zero would never end
+        raise ValueError(
+            f"`corpus` must be a regular text file, not a device or a pipe. Received: {where}"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as error:  # e.g. no permission
+        raise ValueError(
+            f"`corpus` could not be read ({error.strerror or error}). Received: {where}"
+        ) from None
     if b"\x00" in data:
         raise ValueError(f"`corpus` is not a text file (it contains NUL bytes). Received: {where}")
     try:
@@ -178,10 +189,12 @@ class Vocabulary(TokenVocabulary):
     vocabulary size a model needs: `len(tokens) + 1`.
 
     Encoding runs the Keras `StringLookup` layer (about 0.1 s for the 1.1 MB
-    Shakespeare corpus on a CPU). Decoding indexes the layer's own vocabulary
-    (`lookup.get_vocabulary()`) with numpy: Keras's inverse `StringLookup`
-    cannot return strings on the JAX backend (it raises "string arrays can only
-    be made from NumPy arrays"), so this keeps all backends on one path.
+    Shakespeare corpus on a CPU). Decoding indexes the token table
+    `["[UNK]", *tokens]` (the order of the layer's vocabulary) with numpy:
+    Keras's inverse `StringLookup` cannot return strings on the JAX backend (it
+    raises "string arrays can only be made from NumPy arrays"), and
+    `lookup.get_vocabulary()` returns a NUL character token as `""` (numpy
+    drops trailing NULs), so this keeps all backends on one exact path.
     Everything but the layer (`decode`, `unknown`, `save`, `load`,
     `from_text`) is inherited from `keraseq._tokens.TokenVocabulary`, the
     Keras-free vocabulary of `keraseq.export.runtime`, which encodes to the same ids
@@ -211,7 +224,6 @@ class Vocabulary(TokenVocabulary):
         self._lookup = keras.layers.StringLookup(
             vocabulary=self._tokens, num_oov_indices=1, oov_token=OOV_TOKEN, mask_token=None
         )
-        self._table = np.array(self._lookup.get_vocabulary(), dtype=object)  # id -> token
 
     @property
     def lookup(self):
@@ -226,11 +238,14 @@ class Vocabulary(TokenVocabulary):
 
         Returns:
             An int32 numpy array of shape `(num_tokens,)`; unknown tokens get
-            id 0.
+            id 0 (so do tokens holding a lone surrogate, which no vocabulary
+            has and TensorFlow strings cannot hold).
         """
         tokens = tokenize(text, self._level)
         if not tokens:
             return np.zeros((0,), dtype=np.int32)
+        if _lone_surrogate(text) is not None:  # "[UNK]" is looked up as id 0
+            tokens = [OOV_TOKEN if _lone_surrogate(t) is not None else t for t in tokens]
         ids = self._lookup(np.array(tokens))
         return keras.ops.convert_to_numpy(ids).astype(np.int32)
 

@@ -61,6 +61,7 @@ def test_train_generate_export(tmp_path, architecture, capsys):
     assert "parity passed" in printed
     report = json.loads((out / "model.parity.json").read_text())
     assert report["passed"] is True
+    assert report["onnx_path"] == str(out / "model.onnx")  # the published graph, not the candidate
     assert report["max_abs"] <= 1e-5
     lengths = {case["length"] for case in report["cases"]}
     assert {1, 24, 72} <= lengths
@@ -280,8 +281,11 @@ def test_python_dash_m_entry_point():
 # distribution (ln 16 ≈ 2.77 nats); once the LSTM starts memorising the
 # training part, the validation loss climbs every epoch. Measured on all three
 # backends: lowest at epoch 2 (≈ 2.80), 2.92-2.93 by epoch 6.
+# Noise text, 128 units: the validation loss is lowest after epoch 2 and then rises. Measured
+# (seed 0, 6 epochs): torch [2.794 2.789 2.792 2.815 2.829 2.846], jax [2.794 2.789 2.789 2.813
+# 2.826 2.842], tensorflow [2.800 2.793 2.802 2.814 2.820 2.845].
 OVERFIT = ["--batch-size", "8", "--sequence-length", "16", "--units", "128",
-           "--learning-rate", "0.01"]
+           "--learning-rate", "0.005"]
 
 
 def _noise_corpus(tmp_path):
@@ -323,7 +327,7 @@ def test_train_keeps_best_epoch_not_last(tmp_path, capsys, monkeypatch):
     assert len(val_loss) == epochs  # patience = epochs: no early stop
     best = int(np.argmin(val_loss))
     # The run over-fits: the last epoch is clearly worse than the best one.
-    assert 0 < best < epochs - 1 and val_loss[-1] > val_loss[best] + 0.05, val_loss
+    assert 0 < best < epochs - 1 and val_loss[-1] > val_loss[best] + 0.03, val_loss
     assert history["best_epoch"] == best + 1 == config["best_epoch"]
     assert history["best_val_loss"] == val_loss[best]
     # model.keras is the best epoch's model: evaluated from disk it gives the
@@ -412,6 +416,41 @@ def test_dropout_reaches_every_dropout(architecture, rng):
                                rtol=1e-6, atol=1e-6)
     training = keras.ops.convert_to_numpy(dropped(tokens, training=True))
     assert np.abs(training - inference).max() > 1e-3
+
+
+@pytest.mark.parametrize("architecture", ["lstm", "rnn", "transformer"])
+def test_seeded_dropout_is_a_function_of_the_seed_states(architecture, rng):
+    # `seed=`: every dropout mask comes from a SeedGenerator whose state is in
+    # model.variables (not model.weights), so restoring those states, as the resume
+    # backup of `keraseq train` does, draws the same masks again. Unseeded dropout on
+    # torch draws from torch's global random state and would not repeat.
+    from keraseq.models import language_model
+
+    kwargs = dict(units=16, embedding_dim=8, num_layers=2, num_heads=2, sequence_length=12)
+    model = language_model(architecture, 30, dropout=0.3, seed=5, **kwargs)
+    weights = {id(w) for w in model.weights}
+    states = [v for v in model.variables if id(v) not in weights]
+    assert len(states) >= 2
+    assert len({tuple(keras.ops.convert_to_numpy(v.value)) for v in states}) == len(states)
+    saved = [keras.ops.convert_to_numpy(v.value) for v in states]
+    tokens = rng.integers(1, 30, size=(3, 12)).astype("int32")
+    first = keras.ops.convert_to_numpy(model(tokens, training=True))
+    second = keras.ops.convert_to_numpy(model(tokens, training=True))
+    assert np.abs(first - second).max() > 1e-3  # the states advanced: other masks
+    for variable, value in zip(states, saved):
+        variable.assign(value)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(tokens, training=True)),
+                                  first)
+    twin = language_model(architecture, 30, dropout=0.3, seed=5, **kwargs)
+    twin.set_weights(model.get_weights())
+    for variable, value in zip([v for v in twin.variables if id(v) not in
+                                {id(w) for w in twin.weights}], saved):
+        variable.assign(value)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(twin(tokens, training=True)),
+                                  first)
+    with pytest.raises(ValueError) as info:
+        language_model(architecture, 30, dropout=0.3, seed=2.5, **kwargs)
+    assert str(info.value) == "`seed` must be an int or None. Received: seed=2.5"
 
 
 def test_weight_decay_is_adamw_on_matrices_only():
