@@ -18,16 +18,21 @@ import time
 from pathlib import Path
 
 from keraseq import _atomic
+from keraseq._run import (
+    TrainingBackup,
+    UsageError,
+    load_run,
+    publish_run,
+    read_run,
+    run_directory,
+    write_json,
+)
 from keraseq.inspect import cli as inspect_cli
 
 PROG = "keraseq"
 DEFAULT_UNITS = {"lstm": 256, "rnn": 256, "transformer": 128}
 _MODEL_NAMES = {"lstm": "LSTM", "rnn": "SimpleRNN", "transformer": "Transformer"}
 SAMPLE_LENGTH = 500
-
-
-class UsageError(ValueError):
-    """Bad input found by the command line itself."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,81 +174,6 @@ def build_parser():
 
 
 # -- helpers -------------------------------------------------------------------
-def _run_directory(path):
-    """A directory written by `keraseq train`, checked before anything loads."""
-    directory = Path(path)
-    if not directory.is_dir():
-        raise UsageError(f"DIR {str(path)!r} is not a directory")
-    for name in ("model.keras", "vocabulary.json", "config.json"):
-        if not (directory / name).is_file():
-            raise UsageError(
-                f"DIR {str(path)!r} has no {name}: not a directory written by `keraseq train`"
-            )
-    _check_keras_archive(directory / "model.keras")
-    return directory
-
-
-def _check_keras_archive(path):
-    """A `.keras` file is a zip archive holding `config.json` whose members pass
-    their CRC check: a truncated, damaged or foreign file is refused in one line
-    before Keras (or TensorFlow) is imported."""
-    import zipfile
-    import zlib
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if "config.json" not in archive.namelist():
-                raise zipfile.BadZipFile
-            damaged = None
-            for member in archive.infolist():  # read through: CRC and inflate errors
-                try:
-                    with archive.open(member) as data:
-                        while data.read(1 << 20):
-                            pass
-                except (zipfile.BadZipFile, zlib.error, EOFError):
-                    damaged = member.filename
-                    break
-    except (zipfile.BadZipFile, EOFError):
-        raise UsageError(
-            f"{str(path)!r} is not a .keras model: not a zip archive holding config.json "
-            "(a truncated file, or one written by another program)"
-        ) from None
-    except (zipfile.LargeZipFile, NotImplementedError, RuntimeError) as error:  # odd zips
-        raise UsageError(
-            f"{str(path)!r} is not a .keras model ({' '.join(str(error).split())})"
-        ) from None
-    if damaged is not None:
-        raise UsageError(
-            f"{str(path)!r} is damaged: its member {damaged!r} does not read back "
-            "(CRC or compression error)"
-        )
-
-
-def _read_run(directory):
-    """The training configuration and vocabulary of a run directory."""
-    from keraseq.text import Vocabulary
-
-    path = directory / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        config = error
-    if not isinstance(config, dict):
-        raise UsageError(
-            f"{str(path)!r} is not a JSON object written by `keraseq train`"
-            + (f" ({' '.join(str(config).split())})" if isinstance(config, ValueError) else "")
-        )
-    # What `export` and `inspect` read from it (written by every `keraseq train`).
-    missing = [key for key in ("corpus", "sequence_length") if key not in config]
-    length = config.get("sequence_length")
-    if missing or isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise UsageError(
-            f"{str(path)!r} is not a config.json written by `keraseq train` "
-            + (f"(no {', '.join(missing)})" if missing else f"(sequence_length={length!r})")
-        )
-    return config, Vocabulary.load(directory / "vocabulary.json")
-
-
 def _check_prompt(prompt, vocabulary):
     """`--prompt` has tokens, all of them in the vocabulary (the first 20 unknown
     ones are named), before any model is loaded."""
@@ -259,80 +189,6 @@ def _check_prompt(prompt, vocabulary):
             f"--prompt has {tokens} outside the vocabulary: "
             f"{', '.join(repr(t) for t in unknown[:20])}{more}"
         )
-
-
-def _load_run(directory, unsafe=False):
-    """Model, vocabulary and config of a run. `model.keras` loads with Keras's
-    `safe_mode` unless `unsafe`: a file whose layers carry Python code (a
-    `Lambda`) is refused rather than run."""
-    import keraseq
-
-    config, vocabulary = _read_run(directory)
-    try:
-        model = keraseq.load_model(directory / "model.keras", safe_mode=not unsafe)
-    except Exception as error:  # a damaged or foreign file
-        if not unsafe and "safe_mode" in str(error):
-            raise UsageError(
-                f"{str(directory / 'model.keras')!r} holds Python code (a Lambda layer) that "
-                "loading would run; refused (`generate` and `inspect` take --unsafe for a file "
-                "you trust)"
-            ) from None
-        reason = " ".join(str(error).split())[:300]
-        raise UsageError(
-            f"{str(directory / 'model.keras')!r} is not a loadable .keras model "
-            f"({type(error).__name__}{': ' + reason if reason else ''})"
-        ) from None
-    return model, vocabulary, config
-
-
-def _write_json(path, data):
-    _atomic.write_json(path, data, indent=2, ensure_ascii=False)
-
-
-# What `keraseq train` writes into --out (`config.json`, written last, marks a
-# complete run), and the files `keraseq export DIR` writes into it by default,
-# which are derived from the `model.keras` beside them.
-_TRAIN_FILES = ("model.keras", "vocabulary.json", "history.json", "sample.txt",
-                "curves.png", "position_loss.json", "position_loss.png", "config.json")
-_EXPORT_FILES = ("model.onnx", "model.parity.json", "model.step.onnx", "model.prefill.onnx",
-                 "model.decode.onnx", "model.streaming.json", "model.int8.onnx",
-                 "model.int8.quantization.json")
-
-
-def _publish(staging, out):
-    """Publish the finished run in `staging` as `out`, never a mix of two runs.
-
-    `out` does not exist (or is an empty directory): `staging` is renamed to
-    `out` in one atomic step, so `out` is the whole new run or is absent.
-
-    `out` holds an earlier run: `config.json` marks a complete run (every
-    command that reads a run directory refuses one without it). It is removed
-    first; then the earlier run's files that this run does not replace (a plot
-    this run could not draw, and the `keraseq export` files of the replaced
-    `model.keras`) are removed, every new file is renamed in (each atomic,
-    flushed to disk) and `config.json` comes last. A crash in between leaves an
-    `out` without `config.json`, refused as "not a directory written by
-    `keraseq train`", never one that looks valid with files of two runs; the
-    resume backup is removed only after this returns, so running the same
-    command again publishes the run again without training. Other files in
-    `out` are left alone.
-
-    Returns:
-        The names of the earlier run's files removed.
-    """
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        _atomic.publish_directory(staging, out)
-        return []
-    (out / "config.json").unlink(missing_ok=True)
-    _atomic.fsync_directory(out)
-    new = {item.name for item in staging.iterdir()}
-    stale = [name for name in (*_TRAIN_FILES, *_EXPORT_FILES)
-             if name not in new and (out / name).is_file()]
-    for name in stale:
-        (out / name).unlink()
-    for item in sorted(staging.iterdir(), key=lambda item: item.name == "config.json"):
-        _atomic.publish(item, out / item.name)
-    return stale
 
 
 def _corpus_label(corpus):
@@ -388,156 +244,6 @@ def _check_corpus_size(args, num_tokens, corpus_tokens):
 
 
 # -- commands ------------------------------------------------------------------
-def _seed_states(model):
-    """The model's random-seed variables (dropout's `SeedGenerator` states):
-    in `model.variables` but not in `model.weights`, so not saved by
-    `BackupAndRestore`."""
-    weights = {id(weight) for weight in model.weights}
-    return [variable for variable in model.variables if id(variable) not in weights]
-
-
-def _plain(variable):
-    import keras
-
-    return keras.ops.convert_to_numpy(variable.value).tolist()
-
-
-class _TrainingBackup:
-    """Resume state of `keraseq train --out DIR`, kept in `.<DIR name>.resume/`
-    next to DIR, with the run's outputs until they are published (`staging/`).
-
-    Holds Keras's `BackupAndRestore` files (weights and optimizer state of the
-    last finished epoch, `training_metadata.json`), the best checkpoint so far
-    (`model.keras`, written by `ModelCheckpoint` to a partial name and renamed),
-    `history.json` (per-epoch logs plus the `EarlyStopping` / `ModelCheckpoint`
-    state after each epoch) and `arguments.json` (the run's arguments: a run
-    with other arguments is refused). Every file is written atomically
-    (`keraseq._atomic`); on resume, what a killed run left half-written (a
-    temporary file, ModelCheckpoint's partial file, the staging directory) is
-    removed. The epoch count of `BackupAndRestore` is the one trusted
-    on resume: history entries after it are dropped (they are trained again).
-
-    It also records where the training loss first became non-finite (epoch and
-    step, 1-based) for the one-line error of a numerical fault.
-    """
-
-    def __init__(self, out, arguments):
-        self.directory = out.parent / f".{out.name}.resume"
-        self.arguments = json.loads(json.dumps(arguments))
-        self.checkpoint = self.directory / "model.keras"
-        self.partial = self.directory / "model.partial.keras"
-        self.staging = self.directory / "staging"  # the outputs, until published
-        self.records = []  # one per finished epoch
-        self.resumed_from = 0
-        self.fault = None  # (epoch, step, loss) of the first non-finite training loss
-        self._epoch = 0
-
-    def _write(self, name, data):
-        _atomic.write_json(self.directory / name, data, indent=1)
-
-    def open(self):
-        """Start a backup, or check and read the one an interrupted run left."""
-        arguments = self.directory / "arguments.json"
-        if self.directory.is_dir() and not arguments.is_file():
-            shutil.rmtree(self.directory)  # killed before its first write: nothing trained
-        if not self.directory.is_dir():
-            self.directory.mkdir(parents=True)
-            self._write("arguments.json", self.arguments)
-            return
-        # What a run killed outright (SIGKILL) may have left half-written.
-        _atomic.remove_temporaries(self.directory)
-        _atomic.discard(self.partial)
-        shutil.rmtree(self.staging, ignore_errors=True)
-        try:
-            stored = json.loads(arguments.read_text(encoding="utf-8"))
-            history = self.directory / "history.json"
-            if history.is_file():
-                self.records = json.loads(history.read_text(encoding="utf-8"))["epochs"]
-        except (ValueError, KeyError, OSError):
-            stored = None
-        if stored != self.arguments:
-            changed = (
-                ", ".join(f"--{k.replace('_', '-')} {stored.get(k)!r} -> {v!r}"
-                          for k, v in self.arguments.items() if stored.get(k) != v)
-                if isinstance(stored, dict) else "unreadable arguments.json"
-            )
-            raise UsageError(
-                f"{str(self.directory)!r} holds an interrupted run with other arguments "
-                f"({changed}); run the same command to resume it, or remove that "
-                "directory to start over"
-            )
-
-    def fit_epochs(self, epochs):
-        """`epochs`, or fewer when the interrupted run had already stopped early."""
-        if self.records and self.records[-1].get("stopped"):
-            return len(self.records)
-        return epochs
-
-    # callbacks (LambdaCallback hooks)
-    def epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if self.fault is None and loss is not None:
-            loss = float(loss)
-            if not math.isfinite(loss):
-                self.fault = (self._epoch + 1, batch + 1, loss)
-
-    def restore(self, model, train_data, checkpoint, early_stopping, load_model):
-        """on_train_begin, after BackupAndRestore loaded the last finished epoch."""
-        metadata = self.directory / "training_metadata.json"
-        epoch = 0
-        if metadata.is_file():
-            epoch = int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
-        self.records = self.records[: min(epoch, len(self.records))]
-        epoch = len(self.records)
-        self.resumed_from = epoch
-        if epoch == 0:
-            for path in (self.checkpoint, self.partial):
-                if path.exists():
-                    path.unlink()
-            return
-        last = self.records[-1]
-        print(f"keraseq train: resuming from epoch {epoch} of {self.arguments['epochs']} "
-              f"(the interrupted run's backup in {self.directory})", flush=True)
-        train_data.set_epoch(train_data.epoch + epoch)  # the same windows as uninterrupted
-        checkpoint.best = last["checkpoint_best"]
-        early_stopping.wait = last["wait"]
-        early_stopping.best = last["best"]
-        early_stopping.best_epoch = last["best_epoch"]
-        if self.checkpoint.exists():
-            early_stopping.best_weights = load_model(self.checkpoint).get_weights()
-        # BackupAndRestore saves the weights, not the random state: without
-        # this, dropout after a resume would draw other masks than the
-        # uninterrupted run (measured: weights 0.06-0.07 apart on all three backends).
-        for variable, state in zip(_seed_states(model), last["seed_states"]):
-            variable.assign(state)
-
-    def record(self, epoch, logs, model, checkpoint, early_stopping):
-        """on_epoch_end, before BackupAndRestore saves this epoch."""
-        if self.fault is not None:
-            return  # the epoch of a numerical fault is not kept
-        self.records = self.records[:epoch]
-        self.records.append({
-            "logs": {key: float(value) for key, value in (logs or {}).items()},
-            "checkpoint_best": float(checkpoint.best),
-            "wait": int(early_stopping.wait),
-            "best": None if early_stopping.best is None else float(early_stopping.best),
-            "best_epoch": int(early_stopping.best_epoch),
-            "stopped": bool(model.stop_training),
-            "seed_states": [_plain(v) for v in _seed_states(model)],
-        })
-        self._write("history.json", {"epochs": self.records})
-
-    def history(self):
-        keys = list(self.records[0]["logs"]) if self.records else []
-        return {key: [r["logs"][key] for r in self.records] for key in keys}
-
-    def remove(self):
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
 def cmd_train(args):
     from keraseq._keras import import_keras
 
@@ -585,7 +291,7 @@ def cmd_train(args):
     )
     unit = "char" if args.level == "char" else "word"
     out.parent.mkdir(parents=True, exist_ok=True)
-    backup = _TrainingBackup(out, {
+    backup = TrainingBackup(out, {
         **{key: value for key, value in vars(args).items() if key not in ("command", "out")},
         "units": units, "layers": layers, "backend": keras.backend.backend(),
     })
@@ -598,14 +304,14 @@ def cmd_train(args):
     )
 
     # Everything is written into a staging directory (in the backup directory,
-    # next to `out`) and published as `out` at the end (`_publish`: one rename
+    # next to `out`) and published as `out` at the end (`publish_run`: one rename
     # for a new `out`, config.json last for an existing one). The best epoch so
     # far (lowest validation loss) is saved by ModelCheckpoint to a partial
     # name, then published (fsync, rename; keraseq._atomic) as model.keras:
     # model.keras is always a complete checkpoint.
     #
     # Resume: the best checkpoint lives in the backup directory (see
-    # _TrainingBackup), which BackupAndRestore also fills after every epoch;
+    # TrainingBackup), which BackupAndRestore also fills after every epoch;
     # it is copied into the staging directory once training ends and the
     # backup is removed only after the outputs are published.
     staging = backup.staging
@@ -701,7 +407,7 @@ def cmd_train(args):
         )
 
         vocabulary.save(staging / "vocabulary.json")
-        _write_json(
+        write_json(
             staging / "history.json",
             {**history, "best_epoch": best_epoch, "best_val_loss": best_val_loss},
         )
@@ -727,7 +433,7 @@ def cmd_train(args):
         except ImportError as error:  # matplotlib missing
             warn(f"no plots written ({error})")
             plots = []
-        _write_json(
+        write_json(
             staging / "config.json",
             {
                 "corpus": args.corpus,
@@ -756,7 +462,7 @@ def cmd_train(args):
                 "train_seconds": round(train_seconds, 1),
             },
         )
-        stale = _publish(staging, out)
+        stale = publish_run(staging, out)
         backup.remove()
     finally:
         keras.distribution.set_distribution(None)
@@ -820,11 +526,11 @@ def cmd_generate(args):
         raise UsageError("--threads applies to --onnx only")
     from keraseq.generation import generate
 
-    directory = _run_directory(args.dir)
+    directory = run_directory(args.dir)
     from keraseq._tokens import TokenVocabulary
 
     _check_prompt(args.prompt, TokenVocabulary.load(directory / "vocabulary.json"))
-    model, vocabulary, config = _load_run(directory, unsafe=args.unsafe)
+    model, vocabulary, config = load_run(directory, unsafe=args.unsafe)
     text = generate(
         model,
         vocabulary,
@@ -852,7 +558,7 @@ def _held_out(config, vocabulary):
 
 
 def cmd_export(args):
-    directory = _run_directory(args.dir)
+    directory = run_directory(args.dir)
     out = Path(args.out) if args.out else directory / "model.onnx"
     if out.suffix != ".onnx":
         raise UsageError(f"--out must end in .onnx, got {str(out)!r}")
@@ -865,7 +571,7 @@ def cmd_export(args):
 
     from keraseq.export import check_parity, export_onnx
 
-    config, vocabulary = _read_run(directory)
+    config, vocabulary = read_run(directory)
     length = int(config["sequence_length"])
     backend = config.get("backend", "?")
     x, y = _held_out(config, vocabulary)
@@ -919,7 +625,7 @@ def _export_streaming(directory, config, tokens):
     from keraseq.export.streaming import check_streaming_parity, save_report
     from keraseq.export.runtime import file_sha256  # the hash `generate --onnx` checks
 
-    model, _, _ = _load_run(directory)
+    model, _, _ = load_run(directory)
     scratch = Path(tempfile.mkdtemp(prefix=".streaming-", dir=directory))
     try:
         files = export_streaming(

@@ -26,7 +26,7 @@ import pytest
 
 import keraseq
 from keraseq import _atomic
-from keraseq import cli
+from keraseq import _run, cli
 from keraseq.export import native, parity, quantize
 from keraseq.export.onnx_export import export_onnx
 from keraseq.inspect import _plot, curves
@@ -179,11 +179,11 @@ def _vocabulary(path):
 
 
 def _history(path):
-    cli._write_json(path, {"loss": [2.0, float("nan")], "best_epoch": 1})
+    _run.write_json(path, {"loss": [2.0, float("nan")], "best_epoch": 1})
 
 
 def _config(path):
-    cli._write_json(path, {"units": 8, "kept": "kept epoch 1 of 1"})
+    _run.write_json(path, {"units": 8, "kept": "kept epoch 1 of 1"})
 
 
 def _plot_json(path):
@@ -239,7 +239,7 @@ def test_plot_png_interrupted(tmp_path, monkeypatch, kind):
 @pytest.mark.parametrize("kind", FAILURES)
 def test_resume_files_interrupted(tmp_path, monkeypatch, kind):
     out = tmp_path / "run"
-    backup = cli._TrainingBackup(out, {"epochs": 2})
+    backup = _run.TrainingBackup(out, {"epochs": 2})
     backup.open()  # writes arguments.json
     backup._write("history.json", {"epochs": [{"logs": {"loss": 2.0}}]})
     before = _snapshot(backup.directory)
@@ -252,12 +252,12 @@ def test_resume_files_interrupted(tmp_path, monkeypatch, kind):
     _assert_unchanged(backup.directory, before)
 
     # Interrupted before its first file: the next run starts over (nothing trained).
-    fresh = cli._TrainingBackup(tmp_path / "other", {"epochs": 2})
+    fresh = _run.TrainingBackup(tmp_path / "other", {"epochs": 2})
     with pytest.raises(RAISED[kind]):
         fresh.open()
     assert os.listdir(fresh.directory) == []
     monkeypatch.undo()
-    cli._TrainingBackup(tmp_path / "other", {"epochs": 2}).open()
+    _run.TrainingBackup(tmp_path / "other", {"epochs": 2}).open()
     assert json.loads((fresh.directory / "arguments.json").read_text()) == {"epochs": 2}
 
 
@@ -448,7 +448,7 @@ def test_publish_new_directory_is_one_rename(tmp_path):
     staging.mkdir(parents=True)
     for name in ("model.keras", "config.json"):
         (staging / name).write_text(name)
-    assert cli._publish(staging, tmp_path / "run") == []
+    assert _run.publish_run(staging, tmp_path / "run") == []
     assert not staging.exists()
     assert _snapshot(tmp_path / "run") == {"config.json": b"config.json",
                                            "model.keras": b"model.keras"}
@@ -477,7 +477,7 @@ def test_publish_into_existing_run_writes_config_last(tmp_path, monkeypatch):
         return real_publish(temporary, path)
 
     monkeypatch.setattr(_atomic, "publish", recording_publish)
-    assert cli._publish(_staging(tmp_path / "a", "new"), out) == ["curves.png", "model.onnx"]
+    assert _run.publish_run(_staging(tmp_path / "a", "new"), out) == ["curves.png", "model.onnx"]
     assert order[-1] == "config.json" and len(order) == 4
     assert _snapshot(out) == {
         "config.json": b"new config.json", "history.json": b"new history.json",
@@ -494,12 +494,12 @@ def test_publish_into_existing_run_writes_config_last(tmp_path, monkeypatch):
 
     monkeypatch.setattr(_atomic, "publish", interrupted_publish)
     with pytest.raises(KeyboardInterrupt):
-        cli._publish(_staging(tmp_path / "b", "newer"), out)
+        _run.publish_run(_staging(tmp_path / "b", "newer"), out)
     assert order[4] != "config.json"
     assert "config.json" not in os.listdir(out)
     assert not [name for name in os.listdir(out) if name.startswith(".")]
     with pytest.raises(ValueError, match="config.json"):
-        cli._run_directory(out)
+        _run.run_directory(out)
 
 
 @pytest.mark.slow

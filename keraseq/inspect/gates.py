@@ -55,9 +55,9 @@ def load_run(directory, unsafe=False):
             three files, or holds a model that cannot be loaded (or one with
             Python code in it, a `Lambda`, unless `unsafe=True`).
     """
-    from keraseq.cli import _load_run, _run_directory
+    from keraseq._run import load_run, run_directory
 
-    return _load_run(_run_directory(directory), unsafe=unsafe)
+    return load_run(run_directory(directory), unsafe=unsafe)
 
 
 def describe_run(config, model=None):

@@ -709,19 +709,19 @@ def run(args):
     fresh_only = {"--models": args.models, "--corpus": args.corpus, "--units": args.units,
                   "--seed": args.seed}
     if args.dir is not None:
-        from keraseq.cli import _load_run, _read_run, _run_directory
+        from keraseq._run import load_run, read_run, run_directory
 
         for flag, value in fresh_only.items():
             if value is not None:
                 raise ValueError(f"{flag} applies to freshly initialised models only "
                                  "(without DIR)")
-        directory = _run_directory(args.dir)
-        config, _ = _read_run(directory)
+        directory = run_directory(args.dir)
+        config, _ = read_run(directory)
         if config.get("model") == "transformer":
             raise ValueError(f"DIR {str(args.dir)!r} holds a transformer; keraseq inspect "
                              "gradients measures gradients through a recurrent state only "
                              "(train with --model rnn or lstm)")
-        model, vocabulary, config = _load_run(directory, unsafe=args.unsafe)
+        model, vocabulary, config = load_run(directory, unsafe=args.unsafe)
         corpus = config["corpus"]
         held_out = _held_out_ids(corpus, vocabulary, config.get("max_tokens"))
         name = config.get("model", "model")
