@@ -26,6 +26,7 @@ _LAYER_NAMES = (
     "LSTM",
     "SinePositionEncoding",
     "PositionEmbedding",
+    "TokenEmbedding",
     "TokenAndPositionEmbedding",
     "MultiHeadAttention",
     "TransformerBlock",

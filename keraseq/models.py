@@ -13,6 +13,7 @@ from keraseq.layers import (  # noqa: E402
     LSTM,
     SimpleRNN,
     TokenAndPositionEmbedding,
+    TokenEmbedding,
     TransformerBlock,
 )
 from keraseq._validation import check_positive_int, check_rate, is_int, is_number  # noqa: E402
@@ -36,9 +37,10 @@ def language_model(
 
     Architectures:
 
-    * `"lstm"`: `Embedding(vocabulary_size, embedding_dim)` → `num_layers` ×
+    * `"lstm"`: `keraseq.TokenEmbedding(vocabulary_size, embedding_dim)` (Keras's
+      `Embedding` with the ids checked) → `num_layers` ×
       `keraseq.LSTM(units, return_sequences=True)` → `Dense(vocabulary_size)`.
-    * `"rnn"`: `Embedding` → `num_layers` × `keraseq.SimpleRNN(units)`; the last
+    * `"rnn"`: `TokenEmbedding` → `num_layers` × `keraseq.SimpleRNN(units)`; the last
       one carries the output projection `ŷ_t = h_t · W_hy + b_y` with
       `output_units=vocabulary_size`, which gives the logits directly (Elman's
       formulation).
@@ -87,7 +89,13 @@ def language_model(
         predicts token `t + 1` and depends only on tokens `≤ t`.
 
     Raises:
-        ValueError: an unknown architecture or a non-positive size.
+        ValueError: an unknown architecture or a non-positive size. When
+            the model is called: token ids outside `[0, vocabulary_size)`,
+            raised by its first layer (`TokenEmbedding` or
+            `TokenAndPositionEmbedding`) whenever the ids have values (eager
+            calls on every backend, every call on PyTorch; see those layers
+            for compiled steps), inside Keras's "Exception encountered when
+            calling Functional.call()" context.
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(
@@ -134,7 +142,7 @@ def language_model(
         x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
         logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
     else:
-        x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")(tokens)
+        x = TokenEmbedding(vocabulary_size, embedding_dim, name="embedding")(tokens)
         if architecture == "lstm":
             for index in range(num_layers):
                 x = LSTM(units, return_sequences=True, dropout=dropout, seed=next_seed(),

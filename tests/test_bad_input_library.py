@@ -33,10 +33,13 @@ from keraseq.layers import (
     SimpleRNN,
     SinePositionEncoding,
     TokenAndPositionEmbedding,
+    TokenEmbedding,
     TransformerBlock,
 )
 from keraseq.layers import _fast_path
 from keraseq.models import language_model
+from keraseq.sampling import prompt_ids
+from keraseq.text import Vocabulary
 
 ATOL = 1e-5  # float32
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "bad_input.md"
@@ -69,6 +72,10 @@ def tpe(**kwargs):
 
 def transformer_model():
     return language_model("transformer", VOCAB, units=8, num_heads=2, name="lm")
+
+
+def lstm_model():
+    return language_model("lstm", VOCAB, units=8, embedding_dim=4, name="lm")
 
 
 RANK3 = "(batch_size, sequence_length, features)"
@@ -128,6 +135,11 @@ CASES = [
     Case("token_ids_bool", "boolean token ids into `TokenAndPositionEmbedding`",
          lambda: tpe()(np.array([[True, False]])),
          "`inputs` must be integer token ids. Received: inputs with dtype=bool"),
+    Case("embedding_ids_float",
+         "float32 token ids `[[1.7, 2.2]]` into `TokenEmbedding(65, 4)` (Keras's `Embedding` "
+         "would truncate them)",
+         lambda: TokenEmbedding(VOCAB, 4)(np.array([[1.7, 2.2]], "float32")),
+         "`inputs` must be integer token ids. Received: inputs with dtype=float32"),
     Case("lstm_string_inputs", "a string array of shape (1, 1, 1) into `LSTM(3)`",
          lambda: LSTM(3)(np.array([[["a"]]])),
          "`inputs` must be a numeric tensor (float or integer). "
@@ -150,6 +162,22 @@ CASES = [
          "token id 70 into `language_model(\"transformer\", 65, ...)` (eager call)",
          lambda: transformer_model()(ids([5, 70])),
          f"{TOKEN_RANGE} Received: inputs[0, 1]=70", in_model=True),
+    Case("embedding_id_too_large",
+         f"token id {VOCAB} into `TokenEmbedding({VOCAB}, 4)` (input_dim={VOCAB})",
+         lambda: TokenEmbedding(VOCAB, 4)(ids([3, VOCAB])),
+         f"{TOKEN_RANGE} Received: inputs[0, 1]={VOCAB}"),
+    Case("embedding_id_negative", f"token id -1 into `TokenEmbedding({VOCAB}, 4)`",
+         lambda: TokenEmbedding(VOCAB, 4)(ids([2, 0], [7, -1])),
+         f"{TOKEN_RANGE} Received: inputs[1, 1]=-1"),
+    Case("lstm_model_token_id_too_large",
+         "token id 70 into `language_model(\"lstm\", 65, ...)` (eager call)",
+         lambda: lstm_model()(ids([5, 70])),
+         f"{TOKEN_RANGE} Received: inputs[0, 1]=70", in_model=True),
+    Case("prompt_whitespace_word_level",
+         "`keraseq.sampling.prompt_ids(vocabulary, \"  \\t \")` (whitespace only) with a "
+         "word-level `keraseq.text.Vocabulary`",
+         lambda: prompt_ids(Vocabulary(["to", "be"], level="word"), "  \t "),
+         "`prompt` holds no token (a word-level vocabulary). Received: prompt='  \\t '"),
     # -- sizes and counts in constructors ------------------------------------------
     Case("simple_rnn_units_zero", "`SimpleRNN(units=0)`", lambda: SimpleRNN(0),
          "`units` must be a positive integer. Received: units=0"),

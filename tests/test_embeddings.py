@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 from keras import ops
 
+from conftest import BACKEND
 from keraseq.layers.embeddings import (
     PositionEmbedding,
     SinePositionEncoding,
     TokenAndPositionEmbedding,
+    TokenEmbedding,
 )
 
 ATOL = 1e-5  # float32
@@ -472,3 +474,286 @@ def test_bad_initializers_name_the_argument():
         PositionEmbedding(4, initializer="nope")
     with pytest.raises(ValueError, match="`embeddings_initializer` could not be.*'bad'"):
         TokenAndPositionEmbedding(5, 4, 3, embeddings_initializer="bad")
+
+
+# ---------------------------------------------------------------- TokenEmbedding
+
+
+def keras_twin(layer, ids_shape):
+    """A `keras.layers.Embedding` of `layer`'s config with `layer`'s weights."""
+    twin = keras.layers.Embedding.from_config({**layer.get_config(), "name": "keras_twin"})
+    twin.build(ids_shape)
+    twin.set_weights(layer.get_weights())
+    return twin
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "int16", "uint8"])
+def test_token_embedding_equals_keras_embedding(rng, dtype):
+    layer = TokenEmbedding(11, 6, mask_zero=True, embeddings_initializer="glorot_uniform")
+    ids = rng.integers(0, 11, size=(3, 7)).astype(dtype)
+    ids[:, 0] = [0, 10, 5]  # both boundary ids
+    outputs = np_(layer(ids))
+    twin = keras_twin(layer, ids.shape)
+    np.testing.assert_array_equal(outputs, np_(twin(ids)))
+    table = np_(layer.embeddings)
+    assert table.shape == (11, 6) and outputs.dtype == np.float32
+    np.testing.assert_array_equal(outputs, table[ids.astype(int)])  # output[b, t] = table[x[b, t]]
+    np.testing.assert_array_equal(np_(layer.compute_mask(ids)), np_(twin.compute_mask(ids)))
+    np.testing.assert_array_equal(np_(layer.compute_mask(ids)), ids != 0)
+    assert TokenEmbedding(11, 6).compute_mask(ids) is None
+    assert isinstance(layer, keras.layers.Embedding)
+
+
+@pytest.mark.parametrize("initializer", ["uniform", "glorot_uniform", "zeros"])
+def test_token_embedding_draws_the_table_keras_draws(initializer):
+    """After the same seed, the same initial table as `keras.layers.Embedding`
+    (and the same draws after it), so swapping one for the other in a model
+    changes no number of a seeded run."""
+    tables = []
+    for embedding_class in (TokenEmbedding, keras.layers.Embedding):
+        keras.utils.set_random_seed(7)
+        layer = embedding_class(13, 4, embeddings_initializer=initializer)
+        layer.build((None, None))
+        after = keras.layers.Dense(3)
+        after.build((None, 4))
+        tables.append([np_(layer.embeddings), np_(after.kernel)])
+    for ours, theirs in zip(*tables):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 4)])
+def test_token_embedding_any_input_shape_as_keras(rng, shape):
+    layer = TokenEmbedding(9, 3)
+    ids = rng.integers(0, 9, size=shape).astype("int32")
+    outputs = np_(layer(ids))
+    np.testing.assert_array_equal(outputs, np_(layer.embeddings)[ids])
+    assert layer.compute_output_shape(shape) == (*shape, 3) == outputs.shape
+    symbolic = layer(keras.Input(shape[1:], dtype="int32"))
+    assert tuple(symbolic.shape) == (None, *shape[1:], 3)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="sparse and ragged ids are TensorFlow's")
+def test_token_embedding_sparse_and_ragged_ids_as_keras():
+    import tensorflow as tf
+
+    def dense(x):
+        return np_(x.to_tensor() if isinstance(x, tf.RaggedTensor) else x)
+
+    layer = TokenEmbedding(5, 2)
+    layer.build((None, None))
+    twin = keras_twin(layer, (None, None))
+    table = np_(layer.embeddings)
+    sparse = tf.SparseTensor(indices=[[0, 0], [1, 2]], values=tf.constant([1, 3]),
+                             dense_shape=[2, 3])
+    ragged = tf.ragged.constant([[1, 2], [4]])
+    for ids in (sparse, ragged):
+        np.testing.assert_array_equal(dense(layer(ids)), dense(twin(ids)))
+    np.testing.assert_array_equal(dense(layer(sparse))[1, 2], table[3])
+    np.testing.assert_array_equal(dense(layer(ragged))[1, 0], table[4])
+    with pytest.raises(ValueError, match=r"`inputs.values` must be token ids in \[0, 5\) .*"
+                       r"Received: inputs.values\[1\]=7"):
+        layer(tf.SparseTensor(indices=[[0, 0], [1, 2]], values=tf.constant([1, 7]),
+                              dense_shape=[2, 3]))
+    with pytest.raises(ValueError, match=r"Received: inputs\[1, 0\]=5"):
+        layer(tf.ragged.constant([[1, 2], [5]]))
+
+
+def test_token_embedding_mask_reaches_downstream_layers_as_in_keras(rng):
+    ids = np.array([[1, 2, 0, 0], [3, 0, 4, 0]], "int32")
+
+    def model_with(embedding):
+        token_ids = keras.Input(shape=(None,), dtype="int32")
+        pooled = keras.layers.GlobalAveragePooling1D()(embedding(token_ids))  # uses the mask
+        return keras.Model(token_ids, pooled)
+
+    layer = TokenEmbedding(5, 4, mask_zero=True)
+    ours = np_(model_with(layer)(ids))
+    theirs = np_(model_with(keras_twin(layer, ids.shape))(ids))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=ATOL)
+    table = np_(layer.embeddings)
+    np.testing.assert_allclose(ours[0], table[[1, 2]].mean(0), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(ours[1], table[[3, 4]].mean(0), rtol=0, atol=ATOL)
+
+
+BAD_TOKEN_EMBEDDING_ARGUMENTS = [
+    ({"input_dim": 0}, "input_dim"),
+    ({"input_dim": -3}, "input_dim"),
+    ({"input_dim": 2.5}, "input_dim"),
+    ({"input_dim": True}, "input_dim"),
+    ({"input_dim": "8"}, "input_dim"),
+    ({"output_dim": 0}, "output_dim"),
+    ({"output_dim": None}, "output_dim"),
+    ({"mask_zero": "yes"}, "mask_zero"),
+    ({"mask_zero": 1}, "mask_zero"),
+    ({"embeddings_initializer": "nope"}, "embeddings_initializer"),
+    ({"embeddings_regularizer": "l3"}, "embeddings_regularizer"),
+    ({"embeddings_constraint": "tight"}, "embeddings_constraint"),
+    ({"lora_rank": 0}, "lora_rank"),
+    ({"lora_rank": 1.5}, "lora_rank"),
+    ({"lora_alpha": -1.0}, "lora_alpha"),
+    ({"lora_alpha": "big"}, "lora_alpha"),
+]
+
+
+@pytest.mark.parametrize("kwargs, argument", BAD_TOKEN_EMBEDDING_ARGUMENTS,
+                         ids=[f"{a}={list(k.values())[0]!r}" for k, a in
+                              BAD_TOKEN_EMBEDDING_ARGUMENTS])
+def test_token_embedding_bad_arguments(kwargs, argument):
+    arguments = {"input_dim": 10, "output_dim": 4, **kwargs}
+    with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}="):
+        TokenEmbedding(**arguments)
+
+
+def test_token_embedding_bad_ids():
+    layer = TokenEmbedding(6, 2, name="emb")
+    cases = [
+        (np.array([[1.0, 2.0]], "float32"), "must be integer token ids. Received: inputs with "
+         "dtype=float32"),
+        (keras.Input((None,), dtype="float32"), "dtype=float32"),  # symbolic: dtype only
+        (np.array([["a"]]), "dtype=string"),
+        (np.array([[True, False]]), "dtype=bool"),
+        (np.array([[0, 5], [6, 1]], "int32"), r"in \[0, 6\) .*Received: inputs\[1, 0\]=6"),
+        (np.array([[0, -2]], "int64"), r"in \[0, 6\) .*Received: inputs\[0, 1\]=-2"),
+        (ops.convert_to_tensor(np.array([[9]], "int32")), r"Received: inputs\[0, 0\]=9"),
+    ]
+    for ids, message in cases:
+        with pytest.raises(ValueError, match=message):
+            layer(ids)
+    # An out-of-range id inside a symbolic model is only known at call time.
+    outputs = layer(keras.Input((None,), dtype="int32"))
+    assert tuple(outputs.shape) == (None, None, 2)
+
+
+def test_token_embedding_ids_in_compiled_steps_per_backend():
+    """What the docstring says happens where ids have no values (TensorFlow
+    and JAX compile `predict`); PyTorch runs it eagerly, so it checks."""
+    token_ids = keras.Input((None,), dtype="int32")
+    layer = TokenEmbedding(5, 2)
+    model = keras.Model(token_ids, layer(token_ids))
+    table = np_(layer.embeddings)
+    too_large, negative = np.array([[1, 7]], "int32"), np.array([[-1, 2]], "int32")
+    if BACKEND == "torch":
+        for ids in (too_large, negative):
+            with pytest.raises(ValueError, match="must be token ids in"):
+                model.predict(ids, verbose=0)
+        return
+    np.testing.assert_array_equal(model.predict(negative, verbose=0)[0], table[[4, 2]])
+    if BACKEND == "jax":
+        outputs = model.predict(too_large, verbose=0)[0]
+        np.testing.assert_array_equal(outputs[0], table[1])
+        assert np.isnan(outputs[1]).all()
+    else:
+        with pytest.raises(Exception) as info:
+            model.predict(too_large, verbose=0)
+        assert type(info.value).__name__ == "InvalidArgumentError"
+
+
+def test_token_embedding_config_round_trip(rng):
+    layer = TokenEmbedding(12, 5, mask_zero=True, embeddings_initializer="glorot_uniform",
+                           embeddings_regularizer="l2", name="tok")
+    ids = rng.integers(0, 12, size=(2, 8)).astype("int32")
+    expected = np_(layer(ids))
+    config = layer.get_config()
+    assert {k: config[k] for k in ("input_dim", "output_dim", "mask_zero")} == {
+        "input_dim": 12, "output_dim": 5, "mask_zero": True}
+    # Keras's own config: the same keys as `keras.layers.Embedding` writes.
+    assert config.keys() == keras.layers.Embedding(12, 5).get_config().keys()
+    clone = TokenEmbedding.from_config(config)
+    clone.build(ids.shape)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(np_(clone(ids)), expected)
+    assert clone.get_config() == config
+
+
+def test_token_embedding_keras_file_round_trip(tmp_path, rng):
+    token_ids = keras.Input(shape=(None,), dtype="int32")
+    x = TokenEmbedding(15, 6, mask_zero=True, name="tok")(token_ids)
+    x = keras.layers.GlobalAveragePooling1D()(x)  # uses the mask
+    model = keras.Model(token_ids, keras.layers.Dense(3)(x))
+    ids = rng.integers(1, 15, size=(4, 10)).astype("int32")
+    ids[:, 7:] = 0
+    path = tmp_path / "token_embedding.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.get_layer("tok")) is TokenEmbedding
+    np.testing.assert_allclose(
+        loaded.predict(ids, verbose=0), model.predict(ids, verbose=0), atol=ATOL
+    )
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"Received: inputs\[0, 0\]=15"):
+        loaded.get_layer("tok")(np.array([[15]], "int32"))
+
+
+def test_models_saved_with_keras_embedding_still_load(tmp_path, rng):
+    """Run directories written before TokenEmbedding hold Keras's Embedding."""
+    from keraseq.layers import LSTM
+
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(13, 4, name="embedding")(tokens)
+    x = LSTM(5, return_sequences=True, name="lstm_0")(x)
+    model = keras.Model(tokens, keras.layers.Dense(13, name="logits")(x))
+    path = tmp_path / "old.keras"
+    model.save(path)
+    import keraseq
+
+    loaded = keraseq.load_model(path)
+    assert type(loaded.get_layer("embedding")) is keras.layers.Embedding
+    ids = rng.integers(0, 13, size=(2, 6)).astype("int32")
+    np.testing.assert_allclose(np_(loaded(ids)), np_(model(ids)), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("architecture", ["lstm", "rnn"])
+def test_recurrent_language_models_use_token_embedding(architecture):
+    from keraseq.models import language_model
+
+    model = language_model(architecture, 7, units=4, embedding_dim=3)
+    embedding = model.get_layer("embedding")
+    assert type(embedding) is TokenEmbedding
+    assert (embedding.input_dim, embedding.output_dim) == (7, 3)
+    with pytest.raises(ValueError, match=r"Received: inputs\[0, 1\]=-1"):
+        model(np.array([[2, -1]], "int32"))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_token_embedding_mixed_precision(rng, policy):
+    keras.config.set_dtype_policy(policy)
+    layer = TokenEmbedding(9, 8, embeddings_initializer="glorot_uniform")
+    ids = rng.integers(0, 9, size=(2, 16)).astype("int32")
+    outputs = layer(ids)
+    assert keras.backend.standardize_dtype(outputs.dtype) == policy.split("_")[1]
+    assert keras.backend.standardize_dtype(layer.embeddings.dtype) == "float32"
+    outputs = np_(ops.cast(outputs, "float32"))
+    assert np.isfinite(outputs).all()
+    table = np_(layer.embeddings)
+    # One rounding of each float32 entry (|x| < 0.6): half an ulp of bfloat16
+    # there is 2**-10; float16's is smaller.
+    np.testing.assert_allclose(outputs, table[ids], rtol=0, atol=2e-3)
+
+
+def test_token_embedding_fit_step_equals_keras_embedding(rng):
+    vocabulary_size, length = 12, 6
+    ids = rng.integers(1, 6, size=(4, length)).astype("int32")  # ids 6.. never used
+    targets = rng.integers(0, vocabulary_size, size=(4, length)).astype("int32")
+    models = []
+    for embedding in (TokenEmbedding(vocabulary_size, 8, name="embedding"),
+                      keras.layers.Embedding(vocabulary_size, 8, name="embedding")):
+        token_ids = keras.Input(shape=(length,), dtype="int32")
+        logits = keras.layers.Dense(vocabulary_size, name="logits")(embedding(token_ids))
+        model = keras.Model(token_ids, logits)
+        model.compile(optimizer=keras.optimizers.SGD(0.5),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        models.append(model)
+    ours, theirs = models
+    theirs.set_weights(ours.get_weights())
+    before = np_(ours.get_layer("embedding").embeddings).copy()
+    losses = [m.fit(ids, targets, epochs=1, batch_size=4, verbose=0).history["loss"][0]
+              for m in models]
+    assert np.isfinite(losses[0])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=0, atol=ATOL)
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=ATOL)
+    after = np_(ours.get_layer("embedding").embeddings)
+    used = np.unique(ids)
+    assert not np.allclose(after[used], before[used])
+    np.testing.assert_array_equal(after[6:], before[6:])  # unused rows get no gradient

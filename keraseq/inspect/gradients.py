@@ -65,7 +65,7 @@ from keras import ops  # noqa: E402
 
 from keraseq._validation import check_positive_int, is_number  # noqa: E402
 from keraseq.inspect._plot import pyplot, save_figure, save_json  # noqa: E402
-from keraseq.layers import LSTM, SimpleRNN  # noqa: E402
+from keraseq.layers import LSTM, SimpleRNN, TokenEmbedding  # noqa: E402
 
 MODEL_NAMES = ("rnn-tanh", "rnn-relu-identity", "lstm")
 """The freshly initialised models `build_model` knows."""
@@ -498,9 +498,8 @@ def build_model(name, vocabulary_size, units=128, embedding_dim=64):
                               embedding_dim=embedding_dim, name="lstm")
     vocabulary_size = check_positive_int("vocabulary_size", vocabulary_size)
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    x = keras.layers.Embedding(vocabulary_size, check_positive_int("embedding_dim",
-                                                                   embedding_dim),
-                               name="embedding")(tokens)
+    x = TokenEmbedding(vocabulary_size, check_positive_int("embedding_dim", embedding_dim),
+                       name="embedding")(tokens)
     logits = SimpleRNN(check_positive_int("units", units), activation="relu",
                        recurrent_initializer="identity", return_sequences=True,
                        output_units=vocabulary_size, name="rnn_0")(x)

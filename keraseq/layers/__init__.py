@@ -13,6 +13,7 @@ from keraseq.layers.embeddings import (  # noqa: E402
     PositionEmbedding,
     SinePositionEncoding,
     TokenAndPositionEmbedding,
+    TokenEmbedding,
 )
 from keraseq.layers.lstm import LSTM, LSTMCell  # noqa: E402
 from keraseq.layers.simple_rnn import SimpleRNN, SimpleRNNCell  # noqa: E402
@@ -25,6 +26,7 @@ __all__ = [
     "LSTM",
     "SinePositionEncoding",
     "PositionEmbedding",
+    "TokenEmbedding",
     "TokenAndPositionEmbedding",
     "MultiHeadAttention",
     "TransformerBlock",

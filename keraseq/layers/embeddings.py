@@ -1,12 +1,15 @@
 """Positional information for sequence models: sine encodings and learned tables.
 
-Three layers:
+Four layers:
 
 - `SinePositionEncoding`: the fixed sinusoidal encoding of Vaswani et al.
   (2017), computed for any length and any start position.
 - `PositionEmbedding`: a learned `(sequence_length, hidden_dim)` table.
+- `TokenEmbedding`: Keras's `Embedding` with its token ids checked (dtype and
+  range), the input stage of the recurrent language models.
 - `TokenAndPositionEmbedding`: a token `keras.layers.Embedding` plus one of the
-  two above, the usual input stage of a transformer language model.
+  two positional layers above, the usual input stage of a transformer language
+  model.
 """
 
 import functools
@@ -422,6 +425,189 @@ class PositionEmbedding(keras.layers.Layer):
             "initializer": keras.initializers.serialize(self.initializer),
         }
         return {**base_config, **config}
+
+
+def _check_positive_number_or_none(name, value):
+    """Returns `value` (None or a positive finite number), or raises naming `name`."""
+    if value is None:
+        return None
+    if not is_number(value) or not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"`{name}` must be a positive number or None. Received: {name}={value!r}"
+        )
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keraseq")
+class TokenEmbedding(keras.layers.Embedding):
+    """Token embedding: Keras's `Embedding` with its token ids checked.
+
+    For integer token ids `x` of shape `(batch_size, sequence_length)`:
+
+    ```
+    output[b, t, :] = embeddings[x[b, t], :]
+    ```
+
+    where `embeddings` is the learned table of shape `(input_dim,
+    output_dim)`. This *is* `keras.layers.Embedding` (a subclass): the same
+    constructor arguments with Keras's names, the same `embeddings` weight,
+    `get_config`, masking, LoRA and quantization, and the same numbers. Any
+    input shape works as in Keras: ids of shape `(d_0, ..., d_n)` give
+    `(d_0, ..., d_n, output_dim)`. What it adds are checks: the constructor
+    arguments raise keraseq's one-line `ValueError`s naming the argument, and
+    the token ids are checked before the lookup (`keraseq.layers.
+    _validation.check_token_ids`, the check `TokenAndPositionEmbedding` uses,
+    so the message is the same):
+
+    * their dtype, always (eager, symbolic and traced tensors alike): it must
+      be an integer one. Keras's `Embedding` casts float ids to `int32`
+      (1.7 becomes 1, silently), reads booleans as ids 0 and 1, and fails
+      on strings with each backend's own error.
+    * their values, whenever they can be read: every id must lie in
+      `[0, input_dim)`. That is eager calls on every backend, and every call
+      on PyTorch, where Keras runs `fit`, `evaluate` and `predict` eagerly
+      (its default `jit_compile=False` there). The cost is one min/max
+      reduction of the ids per call (one fused `torch.aminmax` on PyTorch).
+
+    Inside a compiled step the ids have no values yet and are not checked
+    (only their dtype is); the lookup then does what the backend does:
+
+    * TensorFlow (`tf.function`, so `fit` and `predict`): an id
+      `>= input_dim` raises TensorFlow's own `InvalidArgumentError` on a CPU
+      (on a GPU, TensorFlow's gather documents a row of zeros instead); a
+      negative id selects a row from the end of the table.
+    * JAX (`jax.jit`, so `fit` and `predict`): an id `>= input_dim` gives a
+      row of NaN; a negative id selects a row from the end.
+    * PyTorch with `jit_compile=True` (`torch.compile`): an id
+      `>= input_dim` raises torch's own `RuntimeError` ("index out of
+      bounds"); a negative id selects a row from the end.
+
+    Masking: with `mask_zero=True` token id 0 is padding; the layer returns
+    the mask `inputs != 0` (of the shape of `inputs`) for downstream layers,
+    and the embedding of id 0 is still computed and returned.
+
+    Args:
+        input_dim: int. Number of token ids (largest id + 1), the rows of
+            the table. Must be positive.
+        output_dim: int. Width of the embedding. Must be positive.
+        embeddings_initializer: string or `keras.initializers.Initializer`,
+            default `"uniform"`. Initializer of the `embeddings` table.
+        embeddings_regularizer: string, `keras.regularizers.Regularizer` or
+            `None` (default). Regularizer of the table.
+        embeddings_constraint: string, `keras.constraints.Constraint` or
+            `None` (default). Constraint on the table.
+        mask_zero: bool, default `False`. Whether id 0 is a padding value to
+            be masked.
+        weights: optional float array of shape `(input_dim, output_dim)`,
+            default `None`. Initial values of the table.
+        lora_rank: positive int or `None` (default). With a rank, the table
+            is frozen and a trainable low-rank delta is learned (LoRA), as in
+            Keras.
+        lora_alpha: positive number or `None` (default, meaning
+            `lora_rank`). Scale of the LoRA delta, `lora_alpha / lora_rank`.
+        quantization_config: `keras.quantizers.QuantizationConfig` or `None`
+            (default), as in Keras.
+        **kwargs: other keyword arguments passed to `keras.layers.Layer`,
+            e.g. `name` and `dtype`.
+
+    Call arguments:
+        inputs: integer tensor of shape `(batch_size, sequence_length)` (any
+            shape works), token ids in `[0, input_dim)`. On TensorFlow, a
+            `tf.SparseTensor` or `tf.RaggedTensor` of ids works as in Keras
+            (the stored ids of a sparse tensor are checked).
+
+    Returns:
+        A tensor of shape `(batch_size, sequence_length, output_dim)` in the
+        layer's compute dtype (`float32` by default; `float16` / `bfloat16`
+        under `mixed_float16` / `mixed_bfloat16`, with a float32 table).
+
+    Raises:
+        ValueError: if `input_dim` or `output_dim` is not a positive integer;
+            if `mask_zero` is not a bool; if `embeddings_initializer`,
+            `embeddings_regularizer` or `embeddings_constraint` cannot be
+            interpreted; if `lora_rank` is not a positive integer or `None`,
+            or `lora_alpha` not a positive number or `None`; if the ids do not
+            have an integer dtype; if an id outside `[0, input_dim)` is seen
+            (see above for when).
+
+    Example:
+
+    ```python
+    token_ids = keras.Input(shape=(None,), dtype="int32")
+    x = keraseq.layers.TokenEmbedding(input_dim=65, output_dim=64)(token_ids)
+    # (batch_size, sequence_length, 64)
+    ```
+
+    Reference:
+        - [Bengio et al., 2003](https://www.jmlr.org/papers/v3/bengio03a.html)
+        - [`keras.layers.Embedding`](https://keras.io/api/layers/core_layers/embedding/)
+    """
+
+    def __init__(
+        self,
+        input_dim,
+        output_dim,
+        embeddings_initializer="uniform",
+        embeddings_regularizer=None,
+        embeddings_constraint=None,
+        mask_zero=False,
+        weights=None,
+        lora_rank=None,
+        lora_alpha=None,
+        quantization_config=None,
+        **kwargs,
+    ):
+        input_dim = check_positive_int("input_dim", input_dim)
+        output_dim = check_positive_int("output_dim", output_dim)
+        # The objects looked up here are the ones passed on: a second look-up
+        # of a string would draw a second default seed (Keras's random
+        # initializers take one from Python's `random` when built), and the
+        # table would no longer be the one `keras.layers.Embedding` draws
+        # after the same `keras.utils.set_random_seed`.
+        embeddings_initializer = check_lookup(
+            "embeddings_initializer", embeddings_initializer, keras.initializers.get
+        )
+        embeddings_regularizer = check_lookup(
+            "embeddings_regularizer", embeddings_regularizer, keras.regularizers.get
+        )
+        embeddings_constraint = check_lookup(
+            "embeddings_constraint", embeddings_constraint, keras.constraints.get
+        )
+        mask_zero = check_bool("mask_zero", mask_zero)
+        lora_rank = check_positive_int("lora_rank", lora_rank, allow_none=True)
+        lora_alpha = _check_positive_number_or_none("lora_alpha", lora_alpha)
+        # Keras's constructor stores one attribute per argument, with the
+        # same names, and its `get_config` writes them all back: this class
+        # adds no argument, so both are inherited unchanged.
+        super().__init__(
+            input_dim,
+            output_dim,
+            embeddings_initializer=embeddings_initializer,
+            embeddings_regularizer=embeddings_regularizer,
+            embeddings_constraint=embeddings_constraint,
+            mask_zero=mask_zero,
+            weights=weights,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            quantization_config=quantization_config,
+            **kwargs,
+        )
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Checked here, before Keras converts the inputs (a float array would
+        # be cast to int32, a string one would fail inside the backend) and
+        # before it wraps errors of `call`, so a direct call raises one
+        # ValueError with one line.
+        if all(hasattr(inputs, a) for a in ("indices", "values", "dense_shape")):
+            # A `tf.SparseTensor`, which Keras's Embedding looks up on
+            # TensorFlow: its stored ids are the ones looked up.
+            check_token_ids(inputs.values, self.input_dim, name="inputs.values")
+        else:
+            check_token_ids(inputs, self.input_dim)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def compute_output_shape(self, input_shape):
+        return (*tuple(input_shape), self.output_dim)
 
 
 @keras.saving.register_keras_serializable(package="keraseq")
