@@ -8,6 +8,7 @@ keeps the ONNX generation path (`keraseq.export.runtime`) free of Keras and of e
 backend.
 """
 
+import contextlib
 import os
 import sys
 
@@ -27,26 +28,45 @@ def import_keras():
     if "keras" in sys.modules:
         return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("KERASEQ_VERBOSE"):
+    with quiet_native_stderr():
         import keras
 
-        return keras
+        # The first op initialises the backend's devices; TensorFlow reports
+        # a missing CUDA driver (`E0000 ... cuInit`) there, so do it now.
+        keras.ops.zeros(())
+    return keras
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Mute file descriptor 2 inside the block (unless KERASEQ_VERBOSE is set).
+
+    For what may import TensorFlow under another backend, after `import_keras`:
+    `keras.utils.set_random_seed` and `keras.layers.StringLookup` import it
+    there, and TF 2.21 writes its C++ start-up lines straight to the file
+    descriptor. Python exceptions propagate unchanged, after stderr is restored.
+    """
+    if os.environ.get("KERASEQ_VERBOSE"):
+        yield
+        return
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to mute
-        import keras
-
-        return keras
+        yield
+        return
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import keras
-
-            # The first op initialises the backend's devices; TensorFlow reports
-            # a missing CUDA driver (`E0000 ... cuInit`) there, so do it now.
-            keras.ops.zeros(())
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-    return keras
+
+
+def set_random_seed(seed):
+    """`keras.utils.set_random_seed(seed)` (Python, numpy and the backend's
+    generators), with the start-up lines of the TensorFlow it imports muted."""
+    keras = import_keras()
+    with quiet_native_stderr():
+        keras.utils.set_random_seed(seed)

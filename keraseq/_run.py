@@ -275,8 +275,9 @@ class TrainingBackup:
                     path.unlink()
             return
         last = self.records[-1]
-        print(f"keraseq train: resuming from epoch {epoch} of {self.arguments['epochs']} "
-              f"(the interrupted run's backup in {self.directory})", flush=True)
+        print(f"keraseq train: resuming after epoch {epoch} of {self.arguments['epochs']}, "
+              f"the last one finished (the interrupted run's backup in {self.directory})",
+              flush=True)
         train_data.set_epoch(train_data.epoch + epoch)  # the same windows as uninterrupted
         checkpoint.best = last["checkpoint_best"]
         early_stopping.wait = last["wait"]

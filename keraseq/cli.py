@@ -19,6 +19,7 @@ from pathlib import Path
 
 from keraseq import _atomic
 from keraseq._run import (
+    TRAIN_FILES,
     TrainingBackup,
     UsageError,
     load_run,
@@ -55,8 +56,19 @@ def _typed(parse, accept, description):
     return convert
 
 
-_positive_int = _typed(int, lambda v: v > 0, "a positive integer")
-_non_negative_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
+def _ascii_int(text):
+    """`int(text)` for ASCII digits only (Python's `int` also reads '١٦')."""
+    if not text.isascii():
+        raise ValueError(text)
+    return int(text)
+
+
+_INT32_MAX = 2**31 - 1  # the largest size a tensor dimension can have
+_positive_int = _typed(_ascii_int, lambda v: 0 < v <= _INT32_MAX,
+                       f"a positive integer <= {_INT32_MAX:,}")
+_seed = _typed(_ascii_int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
+_units = _typed(_ascii_int, lambda v: 0 < v <= 65536, "a positive integer <= 65,536")
+_length = _typed(_ascii_int, lambda v: 0 < v <= 10**7, "a positive integer <= 10,000,000")
 _positive_float = _typed(
     float, lambda v: v > 0 and math.isfinite(v), "a finite number > 0"
 )
@@ -90,7 +102,7 @@ def build_parser():
                        help="sequences per batch (default: 64)")
     train.add_argument("--sequence-length", type=_positive_int, default=100,
                        help="tokens per training sequence (default: 100)")
-    train.add_argument("--units", type=_positive_int, default=None,
+    train.add_argument("--units", type=_units, default=None,
                        help="hidden width (default: 256 for lstm/rnn, 128 for transformer)")
     train.add_argument("--layers", type=_positive_int, default=None,
                        help="number of recurrent layers / transformer blocks "
@@ -108,7 +120,7 @@ def build_parser():
                        "epoch with the lowest validation loss is the one kept (default: 3)")
     train.add_argument("--max-tokens", type=_positive_int, default=None,
                        help="use only the first N tokens of the corpus (quick runs)")
-    train.add_argument("--seed", type=_non_negative_int, default=0,
+    train.add_argument("--seed", type=_seed, default=0,
                        help="random seed (default: 0)")
     train.add_argument("--out", default=None,
                        help="output directory (default: runs/<corpus>-<level>-<model>). "
@@ -126,14 +138,14 @@ def build_parser():
     generate.add_argument("dir", metavar="DIR", help="directory written by `keraseq train`")
     generate.add_argument("--prompt", required=True, type=_non_empty_text,
                           help="text to continue")
-    generate.add_argument("--length", type=_positive_int, default=500,
+    generate.add_argument("--length", type=_length, default=500,
                           help="tokens to sample, at least 1 (default: 500)")
     generate.add_argument("--temperature", type=_non_negative_float, default=0.8,
                           help="softmax temperature; 0 = greedy, the most likely token "
                           "every step (default: 0.8)")
     generate.add_argument("--top-k", type=_positive_int, default=None,
                           help="sample among the K most likely tokens (default: all)")
-    generate.add_argument("--seed", type=_non_negative_int, default=0,
+    generate.add_argument("--seed", type=_seed, default=0,
                           help="random seed; the same seed gives the same text (default: 0)")
     generate.add_argument("--onnx", action="store_true",
                           help="sample with the streaming ONNX graphs of DIR (written by "
@@ -245,7 +257,7 @@ def _check_corpus_size(args, num_tokens, corpus_tokens):
 
 # -- commands ------------------------------------------------------------------
 def cmd_train(args):
-    from keraseq._keras import import_keras
+    from keraseq._keras import import_keras, set_random_seed
 
     keras = import_keras()  # quietly: TensorFlow's C++ start-up lines muted
     from keraseq import load_model as keraseq_load_model
@@ -253,11 +265,19 @@ def cmd_train(args):
     from keraseq.models import compile_language_model, language_model, nats_to_bits
     from keraseq.text import LanguageModelDataset, Vocabulary, load_corpus, split
 
+    if args.out is not None and not args.out.strip():
+        raise UsageError(f"--out must name a directory. Received: --out {args.out!r}")
     out = Path(args.out or f"runs/{_corpus_label(args.corpus)}-{args.level}-{args.model}")
     inspect_cli._check_out(str(out))  # a file, or not writable: refused before any work
+    if out.is_dir() and not any((out / name).exists() for name in TRAIN_FILES) and any(
+            out.iterdir()):
+        raise UsageError(
+            f"--out {str(out)!r} is a non-empty directory that holds no keraseq run: train "
+            "writes model.keras, config.json, ... there; give a new or empty directory"
+        )
     args.out = str(out)  # what main() names when a write fails without naming a file
     text = load_corpus(args.corpus)
-    keras.utils.set_random_seed(args.seed)
+    set_random_seed(args.seed)  # keras.utils.set_random_seed, TF's start-up lines muted
     vocabulary = Vocabulary.from_text(text, level=args.level)
     all_ids = vocabulary.encode(text)
     ids = all_ids[: args.max_tokens]

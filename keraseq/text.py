@@ -24,7 +24,7 @@ Keras, in `keraseq._tokens` (re-exported here), and shared with
 import os
 from pathlib import Path
 
-from keraseq._keras import import_keras
+from keraseq._keras import import_keras, quiet_native_stderr
 
 import_keras()
 
@@ -221,9 +221,10 @@ class Vocabulary(TokenVocabulary):
 
     def __init__(self, tokens, level="char"):
         super().__init__(tokens, level=level)
-        self._lookup = keras.layers.StringLookup(
-            vocabulary=self._tokens, num_oov_indices=1, oov_token=OOV_TOKEN, mask_token=None
-        )
+        with quiet_native_stderr():  # StringLookup imports TensorFlow under any backend
+            self._lookup = keras.layers.StringLookup(
+                vocabulary=self._tokens, num_oov_indices=1, oov_token=OOV_TOKEN, mask_token=None
+            )
 
     @property
     def lookup(self):

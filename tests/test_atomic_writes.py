@@ -394,7 +394,7 @@ def test_train_interrupted_keeps_the_previous_run(run_copy, monkeypatch, capsys)
 
     monkeypatch.setattr(curves, "write_training_plots", real)
     assert cli.main([*NEW_RUN, "--out", str(run_copy)]) == 0
-    assert "resuming from epoch 2 of 2" in capsys.readouterr().out
+    assert "resuming after epoch 2 of 2" in capsys.readouterr().out
     assert sorted(os.listdir(run_copy.parent)) == ["run"]
     # The new run replaced the old one entirely, its export files included (they were
     # derived from the old model.keras).
@@ -438,7 +438,7 @@ def test_checkpoint_interrupted_then_resumed(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(keras.Model, "save", real_save)
     capsys.readouterr()
     assert cli.main(argv) == 0
-    assert "resuming from epoch 1 of 2" in capsys.readouterr().out
+    assert "resuming after epoch 1 of 2" in capsys.readouterr().out
     assert sorted(os.listdir(out)) == RUN_FILES
     assert sorted(os.listdir(tmp_path)) == ["run"]
 
@@ -526,7 +526,7 @@ def test_train_interrupted_while_publishing_then_published_again(run_copy, monke
 
     monkeypatch.setattr(_atomic, "publish", real_publish)
     assert cli.main([*NEW_RUN, "--out", str(run_copy)]) == 0
-    assert "resuming from epoch 2 of 2" in capsys.readouterr().out
+    assert "resuming after epoch 2 of 2" in capsys.readouterr().out
     assert sorted(os.listdir(run_copy)) == RUN_FILES
     assert json.loads((run_copy / "config.json").read_text())["epochs_run"] == 2
     _generate_works(run_copy, capsys)

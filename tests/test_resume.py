@@ -107,7 +107,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, variant):
     assert (backup / "arguments.json").is_file() and (backup / "history.json").is_file()
 
     resumed = _run(out, tmp_path, extra)
-    assert f"resuming from epoch {finished} of 4" in resumed.stdout
+    assert f"resuming after epoch {finished} of 4" in resumed.stdout
     assert not backup.exists()  # removed once the outputs are published
 
     whole = json.loads((tmp_path / "whole" / "history.json").read_text())

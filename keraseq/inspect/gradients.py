@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keraseq._keras import import_keras
+from keraseq._keras import import_keras, set_random_seed
 
 import_keras()
 
@@ -757,7 +757,7 @@ def run(args):
         seed = 0 if args.seed is None else args.seed
         models = {}
         for n in names:
-            keras.utils.set_random_seed(seed)
+            set_random_seed(seed)  # keras.utils.set_random_seed, quietly
             models[n] = build_model(n, vocabulary.size, units=args.units or 128)
     print(f"keraseq inspect gradients: {context}; {corpus} held-out text, "
           f"T = {length}, {len(tokens)} sequences, backend {keras.backend.backend()}",
