@@ -32,6 +32,13 @@ def check_positive_int(name, value, allow_none=False):
     return int(value)
 
 
+def check_seed(seed):
+    """Returns `None` or `int(seed)` for an integer seed, or raises naming `seed`."""
+    if seed is not None and not is_int(seed):
+        raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
+    return None if seed is None else int(seed)
+
+
 def check_non_negative_int(name, value):
     """Returns `int(value)`, or raises naming `name`."""
     if not is_int(value) or value < 0:

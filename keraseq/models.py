@@ -16,7 +16,7 @@ from keraseq.layers import (  # noqa: E402
     TokenEmbedding,
     TransformerBlock,
 )
-from keraseq._validation import check_positive_int, check_rate, is_int, is_number  # noqa: E402
+from keraseq._validation import check_positive_int, check_rate, check_seed, is_number  # noqa: E402
 
 ARCHITECTURES = ("lstm", "rnn", "transformer")
 
@@ -112,12 +112,11 @@ def language_model(
         check_positive_int(argument, value)
     check_positive_int("sequence_length", sequence_length, allow_none=True)
     check_rate("dropout", dropout)
-    if seed is not None and not is_int(seed):
-        raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
+    seed = check_seed(seed)
     offsets = itertools.count(0, 3)  # a TransformerBlock uses seed, seed + 1, seed + 2
 
     def next_seed():  # a distinct seed per layer with dropout; None when unseeded
-        return None if seed is None else int(seed) + next(offsets)
+        return None if seed is None else seed + next(offsets)
 
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     if architecture == "transformer":

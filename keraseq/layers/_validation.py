@@ -24,6 +24,7 @@ from keraseq._validation import (  # noqa: F401
     check_positive_int,
     check_rank,
     check_rate,
+    check_seed,
     is_int,
     is_number,
 )

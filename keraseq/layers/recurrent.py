@@ -37,7 +37,7 @@ from keraseq.layers._validation import (
     check_positive_int,
     check_rank,
     check_rate,
-    is_int,
+    check_seed,
     tensor_shape,
 )
 
@@ -96,9 +96,7 @@ class RecurrentCell(keras.layers.Layer):
         dropout = check_rate("dropout", dropout)
         recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
         use_bias = check_bool("use_bias", use_bias)
-        if seed is not None and not is_int(seed):
-            raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
-        seed = None if seed is None else int(seed)
+        seed = check_seed(seed)
         resolved = {}
         arguments = locals()
         for name, module in _SERIALIZED.items():

@@ -14,7 +14,7 @@ from keraseq.layers._validation import (
     check_positive_int,
     check_rank,
     check_rate,
-    is_int,
+    check_seed,
     is_number,
     tensor_shape,
 )
@@ -162,10 +162,7 @@ class TransformerBlock(keras.layers.Layer):
             "kernel_initializer", kernel_initializer, keras.initializers.get
         )
         use_causal_mask = check_bool("use_causal_mask", use_causal_mask)
-        if seed is not None and not is_int(seed):
-            raise ValueError(
-                f"`seed` must be an integer or None. Received: seed={seed!r}"
-            )
+        seed = check_seed(seed)
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
@@ -175,7 +172,7 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.kernel_initializer = kernel_initializer_obj
         self.use_causal_mask = use_causal_mask
-        self.seed = None if seed is None else int(seed)
+        self.seed = seed
         self.supports_masking = True
 
     def _dropout_seed(self, offset):
