@@ -6,7 +6,8 @@ module, the one implementation:
 
 1. the content is written to a temporary file in the destination's directory
    (same file system, so the rename below is atomic), named
-   `.<name>.<random>.tmp<suffix>` (hidden, and ending in the destination's own
+   `.<name>.<pid>.<random>.tmp<suffix>` (hidden, carrying the writer's process
+   id, and ending in the destination's own
    suffix so that writers that check it, e.g. `model.save` wanting `.keras`,
    accept it);
 2. the temporary file is flushed to disk (`fsync`) and given the mode a new
@@ -18,7 +19,8 @@ If anything fails before the rename, including `KeyboardInterrupt` or another
 `BaseException`, the temporary file is removed and the exception propagates:
 an existing destination is left byte for byte as it was. Only a process killed
 outright (SIGKILL, power loss) can leave a temporary file; its hidden
-`.tmp` name never looks like a result.
+`.tmp` name never looks like a result, and `remove_stale_temporaries` removes
+it later: the process id in the name tells whether its writer still runs.
 
 No Keras, no TensorFlow: the command line, the library and the exporter all
 import it.
@@ -38,6 +40,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 
 __all__ = [
@@ -47,7 +50,9 @@ __all__ = [
     "new_file_mode",
     "publish",
     "publish_directory",
+    "remove_stale_temporaries",
     "remove_temporaries",
+    "temporary_directory",
     "temporary_path",
     "write_bytes",
     "write_json",
@@ -76,8 +81,8 @@ def new_file_mode():
 def temporary_path(path):
     """Create an empty temporary file next to `path` and return its name (str).
 
-    The name is `.<basename>.<random>.tmp<suffix of path>` in `path`'s
-    directory. The caller writes it, then calls `publish` (rename onto `path`)
+    The name is `.<basename>.<pid>.<random>.tmp<suffix of path>` in `path`'s
+    directory (`pid`: this process's id, for `remove_stale_temporaries`). The caller writes it, then calls `publish` (rename onto `path`)
     or `discard`. `atomic_path` does both for the common case.
 
     Raises:
@@ -88,10 +93,18 @@ def temporary_path(path):
     name = os.path.basename(path)
     suffix = os.path.splitext(name)[1]
     handle, temporary = tempfile.mkstemp(
-        prefix=f".{name}.", suffix=f".tmp{suffix}", dir=directory
+        prefix=f".{name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=directory
     )
     os.close(handle)
     return temporary
+
+
+def temporary_directory(directory, name):
+    """Create an empty scratch directory `.<name>.<pid>.<random>.tmp` in
+    `directory` and return its path (str); the caller removes it. A process
+    killed outright leaves it to `remove_stale_temporaries`."""
+    return tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp",
+                            dir=os.fspath(directory))
 
 
 def fsync_directory(directory):
@@ -156,8 +169,11 @@ def publish_directory(staging, path):
     return path
 
 
-# What `temporary_path` names: `.<name>.<8 random characters>.tmp[<suffix>]`.
+# What `temporary_path` and `temporary_directory` name:
+# `.<name>.<pid>.<8 random characters>.tmp[<suffix>]`; names written before the
+# process id was added (`.<name>.<random>.tmp[<suffix>]`) match too.
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
+_WRITER = re.compile(r"^\..+\.([0-9]+)\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
 
 
 def remove_temporaries(directory):
@@ -169,6 +185,47 @@ def remove_temporaries(directory):
     for name in sorted(os.listdir(directory)):
         if _TEMPORARY.match(name) and os.path.isfile(os.path.join(directory, name)):
             discard(os.path.join(directory, name))
+            removed.append(name)
+    return removed
+
+
+def _running(pid):
+    """Whether a process with this id runs on this machine (a process of
+    another user counts: it runs)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists but not ours, or cannot tell: keep its files
+    return True
+
+
+def remove_stale_temporaries(directory):
+    """Remove the temporary files and scratch directories in `directory` whose
+    writer no longer runs; returns their names, sorted.
+
+    Safe while other processes write to `directory`: only names carrying a
+    process id (`.<name>.<pid>.<random>.tmp...`, from `temporary_path` and
+    `temporary_directory`) whose process has ended are removed. A process id
+    is local to its machine (and PID namespace): for a directory that
+    processes on other machines write to at the same time, use
+    `remove_temporaries` only when none does. A missing `directory` is empty.
+    """
+    directory = os.fspath(directory)
+    removed = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for name in sorted(os.listdir(directory)):
+            match = _WRITER.match(name)
+            if match is None or _running(int(match.group(1))):
+                continue
+            path = os.path.join(directory, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                discard(path)
             removed.append(name)
     return removed
 

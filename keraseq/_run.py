@@ -143,8 +143,9 @@ def publish_run(staging, out):
     `out` without `config.json`, refused as "not a directory written by
     `keraseq train`", never one that looks valid with files of two runs; the
     resume backup is removed only after this returns, so running the same
-    command again publishes the run again without training. Other files in
-    `out` are left alone.
+    command again publishes the run again without training. Temporary files
+    that a killed `keraseq export` left in `out` are removed
+    (`_atomic.remove_stale_temporaries`); other files in `out` are left alone.
 
     Returns:
         The names of the earlier run's files removed.
@@ -159,6 +160,7 @@ def publish_run(staging, out):
              if name not in new and (out / name).is_file()]
     for name in stale:
         (out / name).unlink()
+    stale += _atomic.remove_stale_temporaries(out)
     for item in sorted(staging.iterdir(), key=lambda item: item.name == "config.json"):
         _atomic.publish(item, out / item.name)
     return stale

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -592,6 +591,7 @@ def cmd_export(args):
     from keraseq.export import check_parity, export_onnx
 
     config, vocabulary = read_run(directory)
+    _remove_stale_temporaries(directory, out.parent)
     length = int(config["sequence_length"])
     backend = config.get("backend", "?")
     x, y = _held_out(config, vocabulary)
@@ -638,6 +638,18 @@ def cmd_export(args):
     return status
 
 
+def _remove_stale_temporaries(*directories):
+    """Remove, and say so, what an export or train killed outright (SIGKILL)
+    left: hidden temporary files and scratch directories whose process has
+    ended (`keraseq._atomic.remove_stale_temporaries`; those of a process still
+    running, another export into the same directory, are kept)."""
+    for directory in dict.fromkeys(os.path.realpath(d) for d in directories):
+        removed = _atomic.remove_stale_temporaries(directory)
+        if removed:
+            print(f"removed what a killed keraseq process left in {directory}: "
+                  f"{', '.join(removed)}")
+
+
 def _export_streaming(directory, config, tokens):
     """Streaming graphs, written to a scratch directory inside `directory`,
     checked against the Keras model, then moved into `directory`."""
@@ -646,7 +658,7 @@ def _export_streaming(directory, config, tokens):
     from keraseq.export.runtime import file_sha256  # the hash `generate --onnx` checks
 
     model, _, _ = load_run(directory)
-    scratch = Path(tempfile.mkdtemp(prefix=".streaming-", dir=directory))
+    scratch = Path(_atomic.temporary_directory(directory, "streaming"))
     try:
         files = export_streaming(
             model, scratch, source_backend=config.get("backend"),

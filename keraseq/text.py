@@ -136,28 +136,31 @@ def load_corpus(corpus):
     ```
     """
     if isinstance(corpus, str) and corpus in CORPORA:
-        path = corpus_path(corpus)
+        path = str(corpus_path(corpus))
     elif isinstance(corpus, (str, os.PathLike)):
-        path = Path(corpus)
+        # The string as given, not `Path(corpus)`: Path turns "" into "." and
+        # drops a trailing "/", so "file.txt/" would read the file.
+        path = os.fspath(corpus)
     else:
         raise ValueError(
             "`corpus` must be a corpus name or a path. "
             f"Known names: {sorted(CORPORA)}. Received: corpus={corpus!r}"
         )
-    where = f"corpus={str(path)!r}"
-    if not path.exists():
+    where = f"corpus={path!r}"
+    if not os.path.exists(path):
         raise ValueError(
             f"`corpus` is neither a bundled corpus ({sorted(CORPORA)}) nor an "
             f"existing file. Received: {where}"
         )
-    if path.is_dir():
+    if os.path.isdir(path):
         raise ValueError(f"`corpus` must be a text file, not a directory. Received: {where}")
-    if not path.is_file():  # a device or a pipe: /dev/zero would never end
+    if not os.path.isfile(path):  # a device or a pipe: /dev/zero would never end
         raise ValueError(
             f"`corpus` must be a regular text file, not a device or a pipe. Received: {where}"
         )
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            data = file.read()
     except OSError as error:  # e.g. no permission
         raise ValueError(
             f"`corpus` could not be read ({error.strerror or error}). Received: {where}"

@@ -17,7 +17,11 @@ import errno
 import json
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import keras
@@ -169,6 +173,53 @@ def test_killed_writer_leftovers_are_recognised(tmp_path):
     (tmp_path / ".hidden.json").write_text("{}")  # not one of ours
     assert _atomic.remove_temporaries(tmp_path) == sorted(os.path.basename(n) for n in left)
     assert sorted(os.listdir(tmp_path)) == [".hidden.json", "history.json"]
+
+
+def _ended_process_id():
+    """The id of a process that has just ended (and was reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_stale_temporaries_are_those_of_ended_processes(tmp_path):
+    """`remove_stale_temporaries` removes what a process killed outright left (its id is
+    in the name) and keeps what a running writer, this one or another, is writing."""
+    mine = _atomic.temporary_path(tmp_path / "model.onnx")
+    assert os.path.basename(mine).startswith(f".model.onnx.{os.getpid()}.")
+    assert mine.endswith(".tmp.onnx")
+    scratch = _atomic.temporary_directory(tmp_path, "streaming")
+    assert os.path.basename(scratch).startswith(f".streaming.{os.getpid()}.")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = _ended_process_id()
+        names = {
+            f".model.onnx.{dead}.a1B2c3D4.tmp.onnx": "file",
+            f".model.parity.json.{dead}.zz_09xyz.tmp.json": "file",
+            f".streaming.{dead}.q1w2e3r4.tmp": "directory",
+            f".model.onnx.{other.pid}.k9j8h7g6.tmp.onnx": "file",  # a running export
+            ".model.onnx.abcdefgh.tmp.onnx": "file",  # no process id: cannot tell, kept
+            "model.onnx": "file",
+            f".notes.{dead}.txt": "file",  # not one of ours
+        }
+        for name, kind in names.items():
+            if kind == "directory":
+                (tmp_path / name).mkdir()
+                (tmp_path / name / "model.step.onnx").write_bytes(b"half")
+            else:
+                (tmp_path / name).write_bytes(b"")
+        removed = _atomic.remove_stale_temporaries(tmp_path)
+        assert removed == sorted([f".model.onnx.{dead}.a1B2c3D4.tmp.onnx",
+                                  f".model.parity.json.{dead}.zz_09xyz.tmp.json",
+                                  f".streaming.{dead}.q1w2e3r4.tmp"])
+        assert sorted(os.listdir(tmp_path)) == sorted(
+            [os.path.basename(mine), os.path.basename(scratch),
+             f".model.onnx.{other.pid}.k9j8h7g6.tmp.onnx", ".model.onnx.abcdefgh.tmp.onnx",
+             "model.onnx", f".notes.{dead}.txt"])
+    finally:
+        other.kill()
+        other.wait()
+    assert _atomic.remove_stale_temporaries(tmp_path / "absent") == []
 
 
 # -- each writer, interrupted midway ------------------------------------------------
@@ -559,3 +610,41 @@ def test_export_interrupted_keeps_the_previous_export(run_copy, monkeypatch, cap
     (logits,) = session.run(None, {session.get_inputs()[0].name: x})
     np.testing.assert_allclose(logits, keras.ops.convert_to_numpy(model(x)),
                                rtol=0, atol=1e-4)  # native ONNX vs Keras, float32 over 16 steps
+
+
+def test_export_killed_outright_then_run_again(run_copy):
+    """A real `keraseq export --streaming` subprocess SIGKILLed while it writes: the
+    run is byte for byte intact, the hidden leftovers are named after the dead process,
+    and the next `keraseq export` removes them (and says so)."""
+    before = _snapshot(run_copy)
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "keraseq", "export", str(run_copy), "--streaming"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    leftovers = []
+    deadline = time.monotonic() + 300
+    try:
+        # Killed while its streaming scratch directory exists (the streaming graphs
+        # half made there).
+        while time.monotonic() < deadline and process.poll() is None:
+            leftovers = [name for name in os.listdir(run_copy)
+                         if name.startswith(f".streaming.{process.pid}.")]
+            if leftovers:
+                break
+            time.sleep(0.02)
+        assert leftovers, "the export never reached its streaming scratch directory"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    left = sorted(name for name in os.listdir(run_copy) if name not in before)
+    assert left and all(f".{process.pid}." in name for name in left), left
+    for name in RUN_FILES:  # the run itself is untouched
+        assert (run_copy / name).read_bytes() == before[name], name
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (f"removed what a killed keraseq process left in {os.path.realpath(run_copy)}: "
+            + ", ".join(left)) in done.stdout
+    assert sorted(os.listdir(run_copy)) == sorted(before), "a leftover was not removed"

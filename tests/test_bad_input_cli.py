@@ -92,6 +92,14 @@ CLI_CASES = [
          ("train", "--corpus", "{world}/absent.txt"),
          "`corpus` is neither a bundled corpus (['irish', 'shakespeare', 'sherlock']) nor an "
          "existing file. Received: corpus='{world}/absent.txt'"),
+    Case("corpus-empty-name", "`train --corpus ''` (an empty name, not the current directory)",
+         ("train", "--corpus", ""),
+         "`corpus` is neither a bundled corpus (['irish', 'shakespeare', 'sherlock']) nor an "
+         "existing file. Received: corpus=''"),
+    Case("corpus-file-with-slash", "`train --corpus` a file's path with a trailing `/`",
+         ("train", "--corpus", "{world}/short.txt/"),
+         "`corpus` is neither a bundled corpus (['irish', 'shakespeare', 'sherlock']) nor an "
+         "existing file. Received: corpus='{world}/short.txt/'"),
     Case("sequence-longer-than-corpus", "`train --sequence-length 500` on a 200-character corpus",
          ("train", "--corpus", "{world}/short.txt", "--sequence-length", "500",
           "--batch-size", "4"),
