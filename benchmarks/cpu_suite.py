@@ -381,16 +381,16 @@ def markdown(runs, old_text=None):
 
 
 def write_outputs(runs, json_path, markdown_path):
+    from keraseq import _atomic
+
     if json_path:
-        with open(json_path, "w") as handle:
-            json.dump(runs if len(runs) > 1 else runs[0], handle, indent=2)
+        _atomic.write_json(json_path, runs if len(runs) > 1 else runs[0], indent=2)
     if markdown_path:
         old = None
         if os.path.exists(markdown_path):
             with open(markdown_path) as handle:
                 old = handle.read()
-        with open(markdown_path, "w") as handle:
-            handle.write(markdown(runs, old))
+        _atomic.write_text(markdown_path, markdown(runs, old))
 
 
 def all_backends(args):

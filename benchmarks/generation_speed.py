@@ -131,8 +131,9 @@ def main():
                                         "onnx_tokens_per_second": onnx, "backend": backend,
                                         "keras_tokens_per_second": rate, "error": error})
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=2)
+        from keraseq import _atomic
+
+        _atomic.write_json(args.json, results, indent=2)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)  # the working tree's keraseq (`import keraseq` imports no Keras)
+from keraseq import _atomic  # noqa: E402  (reports written atomically, as keraseq's own)
 DOCS = os.path.join(ROOT, "docs")
 BACKENDS = ("jax", "torch")
 # The long-context case runs first: JAX's peak memory cannot be reset, so its
@@ -703,10 +705,7 @@ def add_ratios(result, flops):
 
 
 def save(state, path):
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
-        json.dump(state, handle, indent=2, default=str)
-    os.replace(temporary, path)
+    _atomic.write_json(path, state, indent=2, default=str)
 
 
 def run_worker(args):
@@ -1157,10 +1156,8 @@ def write_outputs(report, out):
     os.makedirs(out, exist_ok=True)
     json_path = os.path.join(out, "benchmarks_gpu.json")
     markdown_path = os.path.join(out, "benchmarks_gpu.md")
-    with open(json_path, "w") as handle:
-        json.dump(report, handle, indent=2, default=str)
-    with open(markdown_path, "w") as handle:
-        handle.write(markdown(report))
+    _atomic.write_json(json_path, report, indent=2, default=str)
+    _atomic.write_text(markdown_path, markdown(report))
     return json_path, markdown_path
 
 

@@ -103,10 +103,10 @@ def main():
         lines.append(f"| {r['backend']} | {path} | {r['growth_mb']:,.0f} | {r['seconds']:.1f} |")
     lines.append("")
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "long_context_cpu.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
-    with open(os.path.join(args.out, "long_context_cpu.md"), "w") as handle:
-        handle.write("\n".join(lines))
+    from keraseq import _atomic
+
+    _atomic.write_json(os.path.join(args.out, "long_context_cpu.json"), report, indent=2)
+    _atomic.write_text(os.path.join(args.out, "long_context_cpu.md"), "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -303,8 +303,9 @@ def main():
               f"{stream['prompt']!r}: float step graph {stream['float']:.0f} tokens/s, "
               f"int8 (LSTM) step graph {stream['int8']:.0f} tokens/s")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+        from keraseq import _atomic
+
+        _atomic.write_json(args.json, results, indent=2)
         print(f"\nwrote {args.json}")
 
 

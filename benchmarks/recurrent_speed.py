@@ -9,7 +9,6 @@ ratio are printed (and written as JSON with --json).
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -83,8 +82,9 @@ def main():
             f"  keras {medians['keras']:9.0f} tok/s  ratio {ratio:.2f}"
         )
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+        from keraseq import _atomic
+
+        _atomic.write_json(args.json, results, indent=2)
 
 
 if __name__ == "__main__":

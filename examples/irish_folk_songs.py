@@ -213,11 +213,12 @@ def main(argv=None):
         print(tune)
     sampled_seconds = time.time() - sampled_seconds
 
-    with open(args.out, "w", encoding="utf-8") as handle:
-        handle.write(f"% {len(tunes)} tunes sampled by keraseq examples/irish_folk_songs.py: "
-                     f"LSTM({args.units}), validation loss {nats:.3f} nats/char, "
-                     f"temperature {args.temperature}, seed {args.seed}\n\n")
-        handle.write("\n\n".join(tunes) + "\n")
+    from keraseq import _atomic
+
+    _atomic.write_text(args.out, f"% {len(tunes)} tunes sampled by keraseq "
+                       f"examples/irish_folk_songs.py: LSTM({args.units}), validation loss "
+                       f"{nats:.3f} nats/char, temperature {args.temperature}, seed "
+                       f"{args.seed}\n\n" + "\n\n".join(tunes) + "\n")
     print(f"\nSampled {len(tunes)} tune{'' if len(tunes) == 1 else 's'} in {sampled_seconds:.0f} s; wrote {args.out} "
           "(open it with an ABC tool: abc2midi, abcm2ps, an online ABC player)")
     return 0

@@ -142,7 +142,10 @@ def plot_forget_gate(path, sentence, forget, input_gate):
     bottom.set_xlabel("character")
     figure.colorbar(image, ax=bottom, label="forget gate $f_t$ (1 = keep the cell)")
     figure.suptitle("keraseq.LSTM forget gate over a sentence (character LM, Sherlock Holmes)")
-    figure.savefig(path, dpi=110)
+    from keraseq import _atomic
+
+    with _atomic.atomic_path(path) as temporary:  # a PNG appears whole or not at all
+        figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
 
 
