@@ -6,6 +6,7 @@ only inside the functions that need a model.
 """
 
 import contextlib
+import hashlib
 import math
 import os
 import re
@@ -213,6 +214,17 @@ def cpu_session(path, threads=None):
 
 def _one_line(error):
     return " ".join(str(error).split())
+
+
+def file_sha256(path, chunk_size=1 << 20):
+    """The hex sha256 of the bytes of the file `path`, read in 1 MiB chunks:
+    what the reports record of the graph they describe, and the
+    `keraseq_model_sha256` metadata of the streaming graphs."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(data, path):

@@ -44,6 +44,9 @@ class ParityReport:
             Keras value and the bound, and the argmax agreement.
         backend: the Keras backend the reference ran under.
         onnx_path, report_path: the graph checked and the JSON report written.
+        onnx_sha256: the hex sha256 of the graph file checked: a report whose
+            hash is not the graph's beside it describes another export (a
+            crash between the two renames of `keraseq export`).
         batch_sizes, sequence_lengths, seed: what the random cases used
             (`sequence_lengths` is `[None]` for a model without a time axis).
         seconds: wall-clock time of the check.
@@ -59,6 +62,7 @@ class ParityReport:
     failure: object
     backend: str
     onnx_path: str
+    onnx_sha256: str
     report_path: object
     batch_sizes: list
     sequence_lengths: list
@@ -331,6 +335,7 @@ def check_parity(
         failure=None if passed else _describe_failure(rows, atol, rtol),
         backend=keras.backend.backend(),
         onnx_path=onnx_path,
+        onnx_sha256=_io.file_sha256(onnx_path),
         report_path=report_path,
         batch_sizes=list(batch_sizes),
         sequence_lengths=lengths,

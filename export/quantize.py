@@ -89,7 +89,12 @@ class QuantizationReport:
 
     Attributes:
         onnx_path: the float graph.
+        onnx_sha256: the hex sha256 of the float graph file.
         out_path: where the int8 graph goes (written only when `shipped`).
+        int8_sha256: the hex sha256 of the reported attempt's int8 graph (the
+            file at `out_path` when `shipped`), `None` when there is none: a
+            report whose hash is not the graph's beside it describes another
+            export.
         report_path: the JSON copy of this report (`None` until saved).
         shipped: whether the int8 graph was renamed onto `out_path`.
         reason: `None` when shipped, else why not (a sentence).
@@ -121,7 +126,9 @@ class QuantizationReport:
     """
 
     onnx_path: str
+    onnx_sha256: str
     out_path: str
+    int8_sha256: object
     report_path: object
     shipped: bool
     reason: object
@@ -781,6 +788,7 @@ def quantize_int8(
                     agreement=float(np.mean(int8_argmax == float_argmax)),
                     int8_loss=int8_loss,
                     int8_bytes=os.path.getsize(temporary),
+                    int8_sha256=_io.file_sha256(temporary),
                 )
                 attempt["passed"] = attempt["agreement"] >= min_agreement
                 attempts.append(attempt)
@@ -837,7 +845,9 @@ def quantize_int8(
     float_bytes = os.path.getsize(onnx_path)
     report = QuantizationReport(
         onnx_path=onnx_path,
+        onnx_sha256=_io.file_sha256(onnx_path),
         out_path=out_path,
+        int8_sha256=None if best is None else best["int8_sha256"],
         report_path=None,
         shipped=shipped_attempt is not None,
         reason=reason,

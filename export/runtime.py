@@ -52,7 +52,6 @@ print(generator.generate("ROMEO:", length=200, temperature=0.8, seed=0))
 """
 
 import collections
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -61,7 +60,7 @@ import numpy as np
 
 from keraseq._tokens import TokenVocabulary, check_token_ids
 from keraseq._validation import check_positive_int, is_int
-from keraseq.export._io import cpu_session
+from keraseq.export._io import cpu_session, file_sha256
 from keraseq.sampling import check_sampling, generated_text, next_token, prompt_ids
 
 __all__ = [
@@ -123,15 +122,6 @@ def _shape_text(shape):
     """`(1, 64)` / `(batch, 64)`: a shape as the error messages write it."""
     dims = ["?" if d is None else str(d) for d in shape]
     return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
-
-
-def file_sha256(path, chunk_size=1 << 20):
-    """The hex sha256 of the bytes of the file `path`, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _numbered(names, prefix):

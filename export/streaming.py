@@ -14,6 +14,7 @@ rowmax|keras|`, where rowmax is the largest |logit| of that position's row.
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 
@@ -33,6 +34,10 @@ class StreamingReport:
         passed: every case ok.
         max_abs: largest |onnx − keras| over all cases.
         atol, rtol: the tolerance used.
+        graphs: file name → hex sha256 of each graph checked (`model.step.onnx`,
+            or `model.prefill.onnx` and `model.decode.onnx`): a report whose
+            hashes are not those of the graphs beside it describes another
+            export.
     """
 
     cases: list
@@ -40,6 +45,7 @@ class StreamingReport:
     max_abs: float
     atol: float
     rtol: float
+    graphs: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -168,6 +174,8 @@ def check_streaming_parity(model, files, tokens, atol=1e-5, rtol=1e-5, threads=N
         max_abs=max(c["max_abs"] for c in cases),
         atol=atol,
         rtol=rtol,
+        graphs={os.path.basename(os.fspath(files[mode])): _io.file_sha256(files[mode])
+                for mode in ("step", "prefill", "decode") if mode in files},
     )
 
 

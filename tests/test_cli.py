@@ -6,6 +6,7 @@ subprocess path, so these tests also cover "trained under JAX/torch, exported
 through TF".
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -62,6 +63,8 @@ def test_train_generate_export(tmp_path, architecture, capsys):
     report = json.loads((out / "model.parity.json").read_text())
     assert report["passed"] is True
     assert report["onnx_path"] == str(out / "model.onnx")  # the published graph, not the candidate
+    # ... and its hash is that graph's: a report is tied to the bytes it describes.
+    assert report["onnx_sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
     assert report["max_abs"] <= 1e-5
     lengths = {case["length"] for case in report["cases"]}
     assert {1, 24, 72} <= lengths
@@ -76,6 +79,8 @@ def test_train_generate_export(tmp_path, architecture, capsys):
     assert "streaming parity passed" in printed
     streaming = json.loads((out / "model.streaming.json").read_text())
     assert streaming["passed"] and streaming["max_abs"] <= 1e-5
+    assert streaming["graphs"] and streaming["graphs"] == {
+        name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in streaming["graphs"]}
     assert {c["case"].split(" (")[0] for c in streaming["cases"]} == {"token by token", "two chunks"}
     greedy = ["generate", str(out), "--prompt", "ROMEO:", "--length", "12", "--temperature", "0"]
     assert main(greedy) == 0
@@ -89,6 +94,9 @@ def test_train_generate_export(tmp_path, architecture, capsys):
     quantized = json.loads((out / "model.int8.quantization.json").read_text())
     assert quantized["shipped"] and (out / "model.int8.onnx").is_file()
     assert quantized["int8_bytes"] < quantized["float_bytes"]
+    assert quantized["int8_sha256"] == hashlib.sha256(
+        (out / "model.int8.onnx").read_bytes()).hexdigest()
+    assert quantized["onnx_sha256"] == report["onnx_sha256"]  # the float graph it came from
     (out / "model.int8.onnx").unlink()
     if quantized["agreement"] < 1.0:
         assert main(["export", str(out), "--quantize", "int8", "--min-agreement", "1"]) == 1
