@@ -81,11 +81,8 @@ from keraseq.export import native
 from keraseq.export.native import NativeUnsupported, activation_name, converter, numpy_weight
 from keraseq.export.native_layers import apply_activation, dense, emit_layer_norm
 from keraseq.layers.attention import MultiHeadAttention
-from keraseq.layers.embeddings import (
-    PositionEmbedding,
-    SinePositionEncoding,
-    TokenAndPositionEmbedding,
-)
+from keraseq.layers.embeddings import TokenAndPositionEmbedding
+from keraseq.layers.positional import PositionEmbedding, SinePositionEncoding
 from keraseq.layers.transformer import TransformerBlock
 
 ATTENTION_OPSET = 23

@@ -1,4 +1,4 @@
-"""Tests for keraseq.layers.embeddings against numpy closed forms and table lookups."""
+"""Tests for keraseq.layers.positional and keraseq.layers.embeddings against numpy closed forms and table lookups."""
 
 import keras
 import numpy as np
@@ -6,12 +6,9 @@ import pytest
 from keras import ops
 
 from conftest import BACKEND
-from keraseq.layers.embeddings import (
-    PositionEmbedding,
-    SinePositionEncoding,
-    TokenAndPositionEmbedding,
-    TokenEmbedding,
-)
+from keraseq.layers import embeddings, positional
+from keraseq.layers.embeddings import TokenAndPositionEmbedding, TokenEmbedding
+from keraseq.layers.positional import PositionEmbedding, SinePositionEncoding
 
 ATOL = 1e-5  # float32
 
@@ -757,3 +754,22 @@ def test_token_embedding_fit_step_equals_keras_embedding(rng):
     used = np.unique(ids)
     assert not np.allclose(after[used], before[used])
     np.testing.assert_array_equal(after[6:], before[6:])  # unused rows get no gradient
+
+
+def test_positional_layers_still_import_from_embeddings(tmp_path):
+    """`SinePositionEncoding` and `PositionEmbedding` moved to `keraseq.layers.positional`;
+    the old import path gives the same classes, and a model saved with them loads."""
+    assert embeddings.SinePositionEncoding is positional.SinePositionEncoding
+    assert embeddings.PositionEmbedding is positional.PositionEmbedding
+    inputs = keras.Input((6, 4))
+    model = keras.Model(inputs, positional.PositionEmbedding(8)(inputs)
+                        + positional.SinePositionEncoding()(inputs))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    x = np.arange(2 * 6 * 4, dtype="float32").reshape(2, 6, 4)
+    np.testing.assert_allclose(np_(loaded(x)), np_(model(x)), rtol=0, atol=0)
+    sine = np_(positional.SinePositionEncoding()(x))[0]  # Vaswani et al. (2017), section 3.5
+    position, i = np.arange(6)[:, None], np.arange(2)[None, :]
+    angle = position / 10000.0 ** (2 * i / 4)
+    np.testing.assert_allclose(sine[:, 0::2], np.sin(angle), atol=1e-6)
+    np.testing.assert_allclose(sine[:, 1::2], np.cos(angle), atol=1e-6)

@@ -21,11 +21,8 @@ from keraseq.export import export_onnx
 from keraseq.export.native import NativeUnsupported, build_native_model, export_native
 from keraseq.export.native import export_streaming
 from keraseq.layers.attention import MultiHeadAttention
-from keraseq.layers.embeddings import (
-    PositionEmbedding,
-    SinePositionEncoding,
-    TokenAndPositionEmbedding,
-)
+from keraseq.layers.embeddings import TokenAndPositionEmbedding
+from keraseq.layers.positional import PositionEmbedding, SinePositionEncoding
 from keraseq.layers.transformer import TransformerBlock
 from keraseq.models import language_model
 
