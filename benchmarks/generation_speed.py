@@ -109,6 +109,13 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.json:  # refused before measuring, not after
+        from keraseq import _atomic
+
+        try:
+            _atomic.check_destination(args.json)
+        except OSError as error:
+            parser.error(f"--json {args.json!r}: {error.strerror}: {error.filename}")
 
     results = {"machine": platform.processor() or platform.machine(),
                "load_average": os.getloadavg(), "length": args.length,

@@ -169,6 +169,13 @@ def main():
                         help="few repeats (a smoke run; numbers are noisy)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
+    if args.json:  # refused before measuring, not after
+        from keraseq import _atomic
+
+        try:
+            _atomic.check_destination(args.json)
+        except OSError as error:
+            parser.error(f"--json {args.json!r}: {error.strerror}: {error.filename}")
     if args.quick:
         args.repeats, args.warmup, args.rounds, args.generate_length = 6, 2, 2, 100
 

@@ -51,6 +51,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
+    if args.json:  # refused before measuring, not after
+        from keraseq import _atomic
+
+        try:
+            _atomic.check_destination(args.json)
+        except OSError as error:
+            parser.error(f"--json {args.json!r}: {error.strerror}: {error.filename}")
 
     rng = np.random.default_rng(0)
     shape = (args.batch_size, args.sequence_length)

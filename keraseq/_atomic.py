@@ -6,8 +6,8 @@ module, the one implementation:
 
 1. the content is written to a temporary file in the destination's directory
    (same file system, so the rename below is atomic), named
-   `.<name>.<pid>.<random>.tmp<suffix>` (hidden, carrying the writer's process
-   id, and ending in the destination's own
+   `.<name>.<writer>.<random>.tmp<suffix>` (hidden, naming its writer
+   `<pid>-<space>`, and ending in the destination's own
    suffix so that writers that check it, e.g. `model.save` wanting `.keras`,
    accept it);
 2. the temporary file is flushed to disk (`fsync`) and given the mode a new
@@ -20,7 +20,10 @@ If anything fails before the rename, including `KeyboardInterrupt` or another
 an existing destination is left byte for byte as it was. Only a process killed
 outright (SIGKILL, power loss) can leave a temporary file; its hidden
 `.tmp` name never looks like a result, and `remove_stale_temporaries` removes
-it later: the process id in the name tells whether its writer still runs.
+it later: the writer in the name tells whether the process that wrote it still
+runs (`<pid>` is its process id, `<space>` 8 hex digits naming the machine and
+PID namespace the id belongs to, so that a process of another container or
+machine writing to a shared directory is never taken for an ended one).
 
 No Keras, no TensorFlow: the command line, the library and the exporter all
 import it.
@@ -37,14 +40,18 @@ with _atomic.atomic_path("runs/x/model.keras") as temporary:
 """
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 
 __all__ = [
     "atomic_path",
+    "check_destination",
     "discard",
     "fsync_directory",
     "new_file_mode",
@@ -81,30 +88,54 @@ def new_file_mode():
 def temporary_path(path):
     """Create an empty temporary file next to `path` and return its name (str).
 
-    The name is `.<basename>.<pid>.<random>.tmp<suffix of path>` in `path`'s
-    directory (`pid`: this process's id, for `remove_stale_temporaries`). The caller writes it, then calls `publish` (rename onto `path`)
+    The name is `.<basename>.<pid>-<space>.<random>.tmp<suffix of path>` in
+    `path`'s directory (this process's id and `_space()`, for
+    `remove_stale_temporaries`). The caller writes it, then calls `publish` (rename onto `path`)
     or `discard`. `atomic_path` does both for the common case.
 
     Raises:
-        OSError: the directory does not exist or is not writable.
+        OSError: the directory does not exist or is not writable;
+            `IsADirectoryError` when `path` is a directory or ends in a
+            separator (checked before anything is written).
     """
     path = os.fspath(path)
+    check_destination(path)
     directory = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
     suffix = os.path.splitext(name)[1]
     handle, temporary = tempfile.mkstemp(
-        prefix=f".{name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=directory
+        prefix=f".{name}.{_writer()}.", suffix=f".tmp{suffix}", dir=directory
     )
     os.close(handle)
     return temporary
 
 
 def temporary_directory(directory, name):
-    """Create an empty scratch directory `.<name>.<pid>.<random>.tmp` in
-    `directory` and return its path (str); the caller removes it. A process
-    killed outright leaves it to `remove_stale_temporaries`."""
-    return tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp",
+    """Create an empty scratch directory `.<name>.<pid>-<space>.<random>.tmp`
+    in `directory` and return its path (str); the caller removes it. A process
+    killed outright leaves it to `remove_stale_temporaries` (pass `name` in its
+    `scratch`)."""
+    return tempfile.mkdtemp(prefix=f".{name}.{_writer()}.", suffix=".tmp",
                             dir=os.fspath(directory))
+
+
+def check_destination(path):
+    """Raise the `OSError` that writing a file to `path` would end in, before
+    anything is written or computed: `IsADirectoryError` for a directory (or a
+    path ending in a separator), `FileNotFoundError` / `NotADirectoryError`
+    for a parent directory that does not exist or is a file,
+    `PermissionError` for one that is not writable. Returns `path` (str)."""
+    path = os.fspath(path)
+    if not os.path.basename(path) or os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(directory):
+        raise FileNotFoundError(errno.ENOENT, "No such directory", directory)
+    if not os.path.isdir(directory):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), directory)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "Directory not writable", directory)
+    return path
 
 
 def fsync_directory(directory):
@@ -170,10 +201,28 @@ def publish_directory(staging, path):
 
 
 # What `temporary_path` and `temporary_directory` name:
-# `.<name>.<pid>.<8 random characters>.tmp[<suffix>]`; names written before the
-# process id was added (`.<name>.<random>.tmp[<suffix>]`) match too.
+# `.<name>.<writer>.<8 random characters>.tmp[<suffix>]` (the random part is
+# mkstemp's: lower-case letters, digits, `_`). Names written before the writer
+# was added (`.<name>.<random>.tmp[<suffix>]`) match `_TEMPORARY` too.
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
-_WRITER = re.compile(r"^\..+\.([0-9]+)\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
+_WRITTEN_BY = re.compile(
+    r"^\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})-(?P<space>[0-9a-f]{8})\.[a-z0-9_]{8}"
+    r"\.tmp(?P<suffix>\.[^.]+)?$"
+)
+
+
+def _space():
+    """8 hex digits naming this machine (host name) and PID namespace: a
+    process id means the same process only where both are the same."""
+    namespace = ""
+    with contextlib.suppress(OSError):
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
+
+
+def _writer():
+    """`<pid>-<space>`: this process, as the temporary names record it."""
+    return f"{os.getpid()}-{_space()}"
 
 
 def remove_temporaries(directory):
@@ -190,8 +239,8 @@ def remove_temporaries(directory):
 
 
 def _running(pid):
-    """Whether a process with this id runs on this machine (a process of
-    another user counts: it runs)."""
+    """Whether a process with this id runs (in this PID namespace); a process
+    of another user counts: it runs."""
     if pid == os.getpid():
         return True
     try:
@@ -203,30 +252,53 @@ def _running(pid):
     return True
 
 
-def remove_stale_temporaries(directory):
-    """Remove the temporary files and scratch directories in `directory` whose
-    writer no longer runs; returns their names, sorted.
+def remove_stale_temporaries(directory, files=(), scratch=()):
+    """Remove what a keraseq process killed outright left in `directory`: the
+    temporary files of the destinations `files` and the scratch directories
+    `scratch`, whose writer has ended. Returns the names removed, sorted.
 
-    Safe while other processes write to `directory`: only names carrying a
-    process id (`.<name>.<pid>.<random>.tmp...`, from `temporary_path` and
-    `temporary_directory`) whose process has ended are removed. A process id
-    is local to its machine (and PID namespace): for a directory that
-    processes on other machines write to at the same time, use
-    `remove_temporaries` only when none does. A missing `directory` is empty.
+    Removed are only entries named `.<name>.<pid>-<space>.<random>.tmp...`
+    (by `temporary_path` / `temporary_directory`) where:
+
+    - `<name>` is one of `files` (base names such as `"model.onnx"`; the entry
+      a regular file, not a link, ending in `.tmp` plus that name's suffix) or
+      one of `scratch` (the entry a directory, not a link, ending in `.tmp`);
+    - `<space>` is this machine's and PID namespace's: a process id of another
+      container or machine sharing `directory` cannot be checked, so its files
+      are kept;
+    - no process `<pid>` runs.
+
+    So a user's own hidden files are never touched, nor what another keraseq
+    process still running is writing. A missing `directory` is empty.
+
+    Args:
+        directory: str or path-like.
+        files: iterable of str, default `()`. Base names of the files keraseq
+            writes in `directory`.
+        scratch: iterable of str, default `()`. Names given to
+            `temporary_directory` for `directory`.
     """
     directory = os.fspath(directory)
+    files, scratch = set(files), set(scratch)
+    space = _space()
     removed = []
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        for name in sorted(os.listdir(directory)):
-            match = _WRITER.match(name)
-            if match is None or _running(int(match.group(1))):
+        for entry in sorted(os.listdir(directory)):
+            match = _WRITTEN_BY.match(entry)
+            if match is None or match["space"] != space or _running(int(match["pid"])):
                 continue
-            path = os.path.join(directory, name)
-            if os.path.isdir(path) and not os.path.islink(path):
+            path = os.path.join(directory, entry)
+            name, suffix = match["name"], match["suffix"] or ""
+            if os.path.islink(path):
+                continue
+            if (name in files and suffix == os.path.splitext(name)[1]
+                    and os.path.isfile(path)):
+                discard(path)
+            elif name in scratch and not suffix and os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
             else:
-                discard(path)
-            removed.append(name)
+                continue
+            removed.append(entry)
     return removed
 
 

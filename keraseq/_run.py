@@ -160,7 +160,7 @@ def publish_run(staging, out):
              if name not in new and (out / name).is_file()]
     for name in stale:
         (out / name).unlink()
-    stale += _atomic.remove_stale_temporaries(out)
+    stale += _atomic.remove_stale_temporaries(out, (*TRAIN_FILES, *EXPORT_FILES), ("streaming",))
     for item in sorted(staging.iterdir(), key=lambda item: item.name == "config.json"):
         _atomic.publish(item, out / item.name)
     return stale

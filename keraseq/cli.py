@@ -18,6 +18,7 @@ from pathlib import Path
 
 from keraseq import _atomic
 from keraseq._run import (
+    EXPORT_FILES,
     TRAIN_FILES,
     TrainingBackup,
     UsageError,
@@ -591,7 +592,7 @@ def cmd_export(args):
     from keraseq.export import check_parity, export_onnx
 
     config, vocabulary = read_run(directory)
-    _remove_stale_temporaries(directory, out.parent)
+    _remove_stale_temporaries(directory, out)
     length = int(config["sequence_length"])
     backend = config.get("backend", "?")
     x, y = _held_out(config, vocabulary)
@@ -638,15 +639,24 @@ def cmd_export(args):
     return status
 
 
-def _remove_stale_temporaries(*directories):
-    """Remove, and say so, what an export or train killed outright (SIGKILL)
-    left: hidden temporary files and scratch directories whose process has
-    ended (`keraseq._atomic.remove_stale_temporaries`; those of a process still
-    running, another export into the same directory, are kept)."""
-    for directory in dict.fromkeys(os.path.realpath(d) for d in directories):
-        removed = _atomic.remove_stale_temporaries(directory)
+def _remove_stale_temporaries(directory, out):
+    """Remove, and say so, what an earlier `keraseq export` killed outright
+    (SIGKILL) left: the hidden temporaries of the files this export writes (in
+    DIR and beside `--out`) and its `.streaming` scratch directory, whose
+    process has ended (`keraseq._atomic.remove_stale_temporaries`: a user's own
+    files, and those of an export still running, are kept)."""
+    from keraseq.export.quantize import default_report_path, int8_path
+
+    int8 = Path(int8_path(out))
+    places = {os.path.realpath(directory): set(EXPORT_FILES)}
+    places.setdefault(os.path.realpath(out.parent), set()).update(
+        path.name for path in (out, out.with_suffix(".parity.json"), int8,
+                               Path(default_report_path(int8))))
+    for place, files in places.items():
+        scratch = ("streaming",) if place == os.path.realpath(directory) else ()
+        removed = _atomic.remove_stale_temporaries(place, files, scratch)
         if removed:
-            print(f"removed what a killed keraseq process left in {directory}: "
+            print(f"removed what a killed keraseq process left in {place}: "
                   f"{', '.join(removed)}")
 
 

@@ -124,8 +124,8 @@ def load_corpus(corpus):
         The text, a `str`.
 
     Raises:
-        ValueError: naming `corpus` and its value when the path does not
-            exist, is a directory or not a regular file (a device, a pipe),
+        ValueError: naming `corpus` and its value when the path is not
+            valid UTF-8 (a file name of other bytes), does not exist, is a directory or not a regular file (a device, a pipe),
             cannot be read (e.g. no permission), is empty or whitespace only,
             or is not text (contains NUL bytes or is not valid UTF-8).
 
@@ -140,13 +140,20 @@ def load_corpus(corpus):
     elif isinstance(corpus, (str, os.PathLike)):
         # The string as given, not `Path(corpus)`: Path turns "" into "." and
         # drops a trailing "/", so "file.txt/" would read the file.
-        path = os.fspath(corpus)
+        path = os.fsdecode(corpus)
     else:
         raise ValueError(
             "`corpus` must be a corpus name or a path. "
             f"Known names: {sorted(CORPORA)}. Received: corpus={corpus!r}"
         )
     where = f"corpus={path!r}"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of the file name, as os.fsdecode keeps them
+        raise ValueError(
+            "`corpus` must be a path that is valid UTF-8 (it is recorded in "
+            f"config.json). Received: {where}"
+        ) from None
     if not os.path.exists(path):
         raise ValueError(
             f"`corpus` is neither a bundled corpus ({sorted(CORPORA)}) nor an "

@@ -183,43 +183,77 @@ def _ended_process_id():
 
 
 def test_stale_temporaries_are_those_of_ended_processes(tmp_path):
-    """`remove_stale_temporaries` removes what a process killed outright left (its id is
-    in the name) and keeps what a running writer, this one or another, is writing."""
+    """`remove_stale_temporaries` removes what a keraseq writer killed outright left
+    (its process id and PID space are in the name) and nothing else: not what a running
+    writer (this one or another) is writing, not a writer of another container or
+    machine, not a user's own hidden files that merely look alike, not links."""
+    space = _atomic._space()
     mine = _atomic.temporary_path(tmp_path / "model.onnx")
-    assert os.path.basename(mine).startswith(f".model.onnx.{os.getpid()}.")
+    assert os.path.basename(mine).startswith(f".model.onnx.{os.getpid()}-{space}.")
     assert mine.endswith(".tmp.onnx")
     scratch = _atomic.temporary_directory(tmp_path, "streaming")
-    assert os.path.basename(scratch).startswith(f".streaming.{os.getpid()}.")
+    assert os.path.basename(scratch).startswith(f".streaming.{os.getpid()}-{space}.")
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "kept.txt").write_text("a link's target")
     try:
-        dead = _ended_process_id()
-        names = {
-            f".model.onnx.{dead}.a1B2c3D4.tmp.onnx": "file",
-            f".model.parity.json.{dead}.zz_09xyz.tmp.json": "file",
-            f".streaming.{dead}.q1w2e3r4.tmp": "directory",
-            f".model.onnx.{other.pid}.k9j8h7g6.tmp.onnx": "file",  # a running export
-            ".model.onnx.abcdefgh.tmp.onnx": "file",  # no process id: cannot tell, kept
-            "model.onnx": "file",
-            f".notes.{dead}.txt": "file",  # not one of ours
-        }
-        for name, kind in names.items():
-            if kind == "directory":
-                (tmp_path / name).mkdir()
-                (tmp_path / name / "model.step.onnx").write_bytes(b"half")
+        dead = f"{_ended_process_id()}-{space}"
+        stale = [  # what keraseq wrote, its writer gone: removed
+            f".model.onnx.{dead}.a1b2c3d4.tmp.onnx",
+            f".model.parity.json.{dead}.zz_09xyz.tmp.json",
+            f".streaming.{dead}.q1w2e3r4.tmp",
+        ]
+        kept = [
+            f".model.onnx.{other.pid}-{space}.k9j8h7g6.tmp.onnx",  # an export still running
+            f".model.onnx.{dead.split('-')[0]}-0badf00d.k9j8h7g6.tmp.onnx",  # another container
+            ".model.onnx.abcdefgh.tmp.onnx",  # no writer recorded: cannot tell
+            f".model.onnx.{dead}.A1B2C3D4.tmp.onnx",  # mkstemp never writes upper case
+            f".model.onnx.{dead}.a1b2c3d4.tmp.json",  # not model.onnx's suffix
+            f".notes.{dead}.abcdefgh.tmp",  # not a file keraseq writes here
+            f".photos.{dead}.snapshot.tmp",  # a user's directory of that shape
+            f".model.onnx.{dead}.linkfile.tmp.onnx",  # a link, to a file
+            f".streaming.{dead}.linkdir_.tmp",  # a link, to a directory
+            f".model.onnx.{dead}.directry.tmp.onnx",  # a directory where a file would be
+            "model.onnx",
+        ]
+        for name in stale + kept:
+            path = tmp_path / name
+            if "linkfile" in name:
+                path.symlink_to(outside / "kept.txt")
+            elif "linkdir" in name:
+                path.symlink_to(outside)
+            elif name.startswith((".streaming.", ".photos.")) or "directry" in name:
+                path.mkdir()
+                (path / "model.step.onnx").write_bytes(b"half")
             else:
-                (tmp_path / name).write_bytes(b"")
-        removed = _atomic.remove_stale_temporaries(tmp_path)
-        assert removed == sorted([f".model.onnx.{dead}.a1B2c3D4.tmp.onnx",
-                                  f".model.parity.json.{dead}.zz_09xyz.tmp.json",
-                                  f".streaming.{dead}.q1w2e3r4.tmp"])
+                path.write_bytes(b"")
+        removed = _atomic.remove_stale_temporaries(
+            tmp_path, files=("model.onnx", "model.parity.json"), scratch=("streaming",))
+        assert removed == sorted(stale)
         assert sorted(os.listdir(tmp_path)) == sorted(
-            [os.path.basename(mine), os.path.basename(scratch),
-             f".model.onnx.{other.pid}.k9j8h7g6.tmp.onnx", ".model.onnx.abcdefgh.tmp.onnx",
-             "model.onnx", f".notes.{dead}.txt"])
+            [os.path.basename(mine), os.path.basename(scratch), *kept])
+        assert (outside / "kept.txt").read_text() == "a link's target"
+        # Without the names, nothing at all is removed.
+        assert _atomic.remove_stale_temporaries(tmp_path) == []
     finally:
         other.kill()
         other.wait()
-    assert _atomic.remove_stale_temporaries(tmp_path / "absent") == []
+    assert _atomic.remove_stale_temporaries(tmp_path / "absent", files=("x",)) == []
+
+
+@pytest.mark.parametrize("path", ["{tmp}/absent/r.json", "{tmp}/dir", "{tmp}/dir/", "{tmp}/f/r.json"])
+def test_a_destination_that_cannot_be_written_is_refused_first(tmp_path, path):
+    """`temporary_path` (every writer) raises before creating anything when the
+    destination is a directory or its directory is missing or a file."""
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "f").write_text("a file")
+    path = path.format(tmp=tmp_path)
+    with pytest.raises(OSError) as raised:
+        _atomic.write_json(path, {"a": 1})
+    assert isinstance(raised.value, (IsADirectoryError, FileNotFoundError, NotADirectoryError))
+    assert sorted(os.listdir(tmp_path)) == ["dir", "f"] and not os.listdir(tmp_path / "dir")
+    assert str(raised.value.filename).rstrip("/") in (path.rstrip("/"), os.path.dirname(path))
 
 
 # -- each writer, interrupted midway ------------------------------------------------
@@ -629,7 +663,7 @@ def test_export_killed_outright_then_run_again(run_copy):
         # half made there).
         while time.monotonic() < deadline and process.poll() is None:
             leftovers = [name for name in os.listdir(run_copy)
-                         if name.startswith(f".streaming.{process.pid}.")]
+                         if name.startswith(f".streaming.{process.pid}-")]
             if leftovers:
                 break
             time.sleep(0.02)
@@ -639,7 +673,7 @@ def test_export_killed_outright_then_run_again(run_copy):
         process.kill()
         process.wait()
     left = sorted(name for name in os.listdir(run_copy) if name not in before)
-    assert left and all(f".{process.pid}." in name for name in left), left
+    assert left and all(f".{process.pid}-" in name for name in left), left
     for name in RUN_FILES:  # the run itself is untouched
         assert (run_copy / name).read_bytes() == before[name], name
 

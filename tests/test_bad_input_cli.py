@@ -100,6 +100,10 @@ CLI_CASES = [
          ("train", "--corpus", "{world}/short.txt/"),
          "`corpus` is neither a bundled corpus (['irish', 'shakespeare', 'sherlock']) nor an "
          "existing file. Received: corpus='{world}/short.txt/'"),
+    Case("corpus-name-not-utf8", "`train --corpus` a file whose name is not UTF-8 (bytes `caf e9 .txt`)",
+         ("train", "--corpus", "{world}/caf\udce9.txt"),
+         "`corpus` must be a path that is valid UTF-8 (it is recorded in config.json). "
+         "Received: corpus='{world}/caf\\udce9.txt'"),
     Case("sequence-longer-than-corpus", "`train --sequence-length 500` on a 200-character corpus",
          ("train", "--corpus", "{world}/short.txt", "--sequence-length", "500",
           "--batch-size", "4"),
@@ -338,6 +342,7 @@ def world(tmp_path_factory):
     (root / "latin1.txt").write_bytes("café\n".encode("latin-1"))
     (root / "one.txt").write_text("a")
     (root / "short.txt").write_text(("To be, or not to be: that is the question. " * 5)[:200])
+    (root / os.fsdecode(b"caf\xe9.txt")).write_text("To be, or not to be\n" * 400)
     (root / "notrun").mkdir()
     (root / "notrun" / "notes.txt").write_text("not a run")
     (root / "readonly").mkdir()
