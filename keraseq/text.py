@@ -125,7 +125,8 @@ def load_corpus(corpus):
 
     Raises:
         ValueError: naming `corpus` and its value when the path is not
-            valid UTF-8 (a file name of other bytes), does not exist, is a directory or not a regular file (a device, a pipe),
+            valid UTF-8 (a file name of other bytes), does not exist, is a
+            directory or not a regular file (a device, a pipe),
             cannot be read (e.g. no permission), is empty or whitespace only,
             or is not text (contains NUL bytes or is not valid UTF-8).
 
