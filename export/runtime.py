@@ -60,7 +60,7 @@ import numpy as np
 
 from keraseq._tokens import TokenVocabulary, check_token_ids
 from keraseq._validation import check_positive_int, is_int
-from keraseq.export._io import cpu_session, file_sha256
+from keraseq.export._io import _one_line, cpu_session, file_sha256
 from keraseq.sampling import check_sampling, generated_text, next_token, prompt_ids
 
 __all__ = [
@@ -91,10 +91,6 @@ _ONNX_DTYPES = {
     "tensor(int32)": np.int32,
     "tensor(int64)": np.int64,
 }
-
-
-def _one_line(error):
-    return " ".join(str(error).split())
 
 
 NOT_ONNX = (
